@@ -1,0 +1,67 @@
+"""Kubernetes leader election for trio, as structured concurrency.
+
+::
+
+    async with leadership("my-operator"):
+        await run_controller()      # cancelled the moment leadership can no longer be trusted
+
+    @only_when_leading(lease="nightly-cleanup")
+    async def cleanup(): ...        # scheduled on every replica; runs only on the leader
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from ._campaign import EventKind, LeadershipEvent
+from ._elector import Elector, Leadership
+from ._errors import (
+    ConfigurationError,
+    LeadershipLost,
+    LeaseConflict,
+    LeaseGuardError,
+    LeaseNotFound,
+    LeaseStoreError,
+    NamespaceNotFound,
+    NoActiveElector,
+    PermissionDenied,
+    StoreUnavailable,
+)
+from ._guards import leadership, only_when_leading
+from ._record import LeaseRecord, LeaseSpec
+from .stores import LeaseStore, MemoryLeaseStore
+
+if TYPE_CHECKING:
+    from .stores.kubernetes import KubernetesLeaseStore
+
+__all__ = [
+    "ConfigurationError",
+    "Elector",
+    "EventKind",
+    "KubernetesLeaseStore",
+    "Leadership",
+    "LeadershipEvent",
+    "LeadershipLost",
+    "LeaseConflict",
+    "LeaseGuardError",
+    "LeaseNotFound",
+    "LeaseRecord",
+    "LeaseSpec",
+    "LeaseStore",
+    "LeaseStoreError",
+    "MemoryLeaseStore",
+    "NamespaceNotFound",
+    "NoActiveElector",
+    "PermissionDenied",
+    "StoreUnavailable",
+    "leadership",
+    "only_when_leading",
+]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "KubernetesLeaseStore":
+        from .stores.kubernetes import KubernetesLeaseStore
+
+        return KubernetesLeaseStore
+    raise AttributeError(name)

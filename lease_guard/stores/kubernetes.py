@@ -1,0 +1,275 @@
+"""KubernetesLeaseStore: Leases (coordination.k8s.io/v1) through lightkube's AsyncClient, under trio.
+
+lightkube runs on httpx, whose trio support covers plain requests and streaming, but two
+of lightkube's paths assume asyncio; this module stays off both:
+
+- its watch retry sleeps with ``asyncio.sleep``: we call ``watch`` with the default
+  ``on_error_raise`` and do the retrying here, with ``trio.sleep``;
+- its exec credential plugin auth (``users[].user.exec`` in a kubeconfig: EKS, GKE, AKS)
+  runs the plugin with ``asyncio.create_subprocess_exec``: we swap in an auth that runs it
+  with ``trio.run_process``.
+
+Times are written as strings in the server's MicroTime layout (always six fraction
+digits); lightkube's encoder would drop a zero fraction, which the server rejects.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import AsyncGenerator, AsyncIterator
+from typing import Any, cast
+
+import httpx2 as httpx
+import trio
+from lightkube import ApiError, AsyncClient
+from lightkube.config.client_adapter import ExecAuth
+from lightkube.models.coordination_v1 import LeaseSpec as K8sLeaseSpec
+from lightkube.models.meta_v1 import ObjectMeta
+from lightkube.resources.coordination_v1 import Lease
+
+from .._errors import (
+    LeaseConflict,
+    LeaseNotFound,
+    LeaseStoreError,
+    NamespaceNotFound,
+    PermissionDenied,
+    StoreUnavailable,
+)
+from .._record import LeaseRecord, LeaseSpec
+
+logger = logging.getLogger("lease_guard")
+
+#: Pause between attempts to re-open a failed watch: short, since followers rely on it.
+WATCH_RETRY_DELAY = 0.5
+
+
+class _TrioExecAuth(ExecAuth):
+    """lightkube's exec-plugin auth, with the plugin run by trio instead of asyncio."""
+
+    async def async_auth_flow(self, request: httpx.Request) -> AsyncGenerator[httpx.Request, httpx.Response]:
+        if self._last_bearer:
+            request.headers["Authorization"] = self._last_bearer
+            response = yield request
+            if response.status_code != 401:
+                return
+        command, env = self._prepare()
+        result = await trio.run_process(command, env=env, capture_stdout=True, capture_stderr=True, check=False)
+        if result.returncode != 0:
+            raise PermissionDenied(
+                f"the kubeconfig's exec credential plugin {command[0]!r} exited with {result.returncode}: "
+                f"{result.stderr.decode(errors='replace').strip()}"
+            )
+        token = json.loads(result.stdout)["status"]["token"]
+        request.headers["Authorization"] = self._last_bearer = f"Bearer {token}"
+        yield request
+
+
+def _make_trio_safe(client: AsyncClient) -> AsyncClient:
+    http = client._client._client
+    auth = http.auth
+    if isinstance(auth, ExecAuth) and not isinstance(auth, _TrioExecAuth):
+        http.auth = _TrioExecAuth(auth._exec)
+    return client
+
+
+def _retry_after(response: httpx.Response | None) -> float | None:
+    if response is None:
+        return None
+    try:
+        return float(response.headers.get("Retry-After", ""))
+    except ValueError:
+        return None
+
+
+def _rbac_hint(verb: str, namespace: str, name: str) -> str:
+    names = "" if verb == "create" else f"\n    resourceNames: [{name}]"
+    return (
+        f"Grant it with a Role in namespace {namespace!r} bound to this identity (see examples/deploy/rbac.yaml):\n"
+        f"  - apiGroups: [coordination.k8s.io]\n    resources: [leases]{names}\n    verbs: [{verb}]"
+    )
+
+
+def translate(exc: BaseException, *, verb: str, namespace: str, name: str) -> LeaseStoreError:
+    """Turn a lightkube/httpx failure into the library error that says what to do."""
+    where = f"lease {namespace}/{name}"
+    if isinstance(exc, ApiError):
+        code = exc.status.code or (exc.response.status_code if exc.response is not None else None)
+        message = exc.status.message or ""
+        details = exc.status.details
+        if code in (401, 403):
+            return PermissionDenied(
+                f"the API server refused to {verb} {where} ({code}): {message}\n" + _rbac_hint(verb, namespace, name)
+            )
+        if code == 404:
+            if verb == "create" or (details is not None and details.kind == "namespaces"):
+                return NamespaceNotFound(
+                    f'cannot {verb} {where}: namespace "{namespace}" does not exist. Create it '
+                    f"(kubectl create namespace {namespace}) or pass another namespace."
+                )
+            return LeaseNotFound(f"{where} was deleted: {message}")
+        if code == 409:
+            return LeaseConflict(f"{where} changed since it was read: {message}")
+        if code == 429 or (code is not None and code >= 500):
+            return StoreUnavailable(
+                f"the API server could not {verb} {where} ({code}): {message}",
+                retry_after=_retry_after(exc.response),
+            )
+        return LeaseStoreError(f"the API server refused to {verb} {where} ({code}): {message}")
+    if isinstance(exc, httpx.HTTPStatusError):
+        status = exc.response.status_code
+        if status in (401, 403):
+            return PermissionDenied(f"the API server refused to {verb} {where} ({status})\n" + _rbac_hint(verb, namespace, name))
+        if status == 429 or status >= 500:
+            return StoreUnavailable(
+                f"the API server could not {verb} {where} ({status})", retry_after=_retry_after(exc.response)
+            )
+        return LeaseStoreError(f"the API server refused to {verb} {where} ({status})")
+    if isinstance(exc, (httpx.TransportError, OSError, trio.BrokenResourceError)):
+        return StoreUnavailable(f"cannot reach the API server to {verb} {where}: {type(exc).__name__}: {exc}")
+    return LeaseStoreError(f"unexpected failure to {verb} {where}: {type(exc).__name__}: {exc}")
+
+
+def _record(lease: Lease) -> LeaseRecord:
+    metadata = lease.metadata
+    assert metadata is not None and metadata.name and metadata.resourceVersion
+    spec = lease.spec or K8sLeaseSpec()
+
+    def text(value: Any) -> str | None:
+        # lightkube decodes MicroTime into datetime; we keep the server's string form.
+        if value is None:
+            return None
+        if isinstance(value, str):
+            return value
+        return cast(str, value.isoformat(timespec="microseconds").replace("+00:00", "Z"))
+
+    return LeaseRecord(
+        namespace=metadata.namespace or "",
+        name=metadata.name,
+        resource_version=metadata.resourceVersion,
+        spec=LeaseSpec(
+            holder=spec.holderIdentity,
+            lease_duration_seconds=spec.leaseDurationSeconds,
+            acquire_time=text(spec.acquireTime),
+            renew_time=text(spec.renewTime),
+            lease_transitions=spec.leaseTransitions,
+        ),
+    )
+
+
+def _lease(namespace: str, name: str, spec: LeaseSpec, resource_version: str | None = None) -> Lease:
+    return Lease(
+        metadata=ObjectMeta(name=name, namespace=namespace, resourceVersion=resource_version),
+        spec=K8sLeaseSpec(
+            holderIdentity=spec.holder,
+            leaseDurationSeconds=spec.lease_duration_seconds,
+            # Strings in MicroTime layout, see the module docstring.
+            acquireTime=cast(Any, spec.acquire_time),
+            renewTime=cast(Any, spec.renew_time),
+            leaseTransitions=spec.lease_transitions,
+        ),
+    )
+
+
+class KubernetesLeaseStore:
+    """Leases on a Kubernetes API server, through lightkube's AsyncClient.
+
+    Creates the Lease when it is missing. Errors become library errors that say what to
+    do: :class:`PermissionDenied` names the verb and the RBAC rule to add,
+    :class:`NamespaceNotFound` the namespace to create; 429 and 5xx become
+    :class:`StoreUnavailable`, which the campaign retries within its timing budget. The
+    watch re-reads and resumes after stream timeouts, 410 Gone and transient failures.
+
+    Example::
+
+        client = lightkube.AsyncClient(lightkube.KubeConfig.from_file("~/.kube/config"), namespace="ops")
+        async with leadership("my-operator", store=KubernetesLeaseStore(client)):
+            ...
+
+    Args:
+        client: the client to use; by default one made from the environment (in-cluster
+            service account, else ``$KUBECONFIG`` or ``~/.kube/config``), closed by
+            :meth:`aclose`. Its namespace is the default namespace of Leases.
+    """
+
+    def __init__(self, client: AsyncClient | None = None) -> None:
+        self._owned = client is None
+        self._client = _make_trio_safe(client if client is not None else AsyncClient())
+
+    @property
+    def default_namespace(self) -> str:
+        """The client's namespace: the in-cluster service account's, else the kubeconfig context's, else "default"."""
+        return str(self._client.namespace or "default")
+
+    async def aclose(self) -> None:
+        """Close the client if this store made it."""
+        if self._owned:
+            await self._client.close()
+
+    async def get(self, namespace: str, name: str) -> LeaseRecord | None:
+        """Read the Lease; None if it does not exist."""
+        try:
+            return _record(await self._client.get(Lease, name, namespace=namespace))
+        except ApiError as exc:
+            if exc.status.code == 404:
+                return None
+            raise translate(exc, verb="get", namespace=namespace, name=name) from exc
+        except (httpx.HTTPError, OSError) as exc:
+            raise translate(exc, verb="get", namespace=namespace, name=name) from exc
+
+    async def create(self, namespace: str, name: str, spec: LeaseSpec) -> LeaseRecord:
+        """Create the Lease; LeaseConflict if it exists."""
+        try:
+            return _record(await self._client.create(_lease(namespace, name, spec), namespace=namespace))
+        except (httpx.HTTPError, OSError) as exc:
+            raise translate(exc, verb="create", namespace=namespace, name=name) from exc
+
+    async def update(self, current: LeaseRecord, spec: LeaseSpec) -> LeaseRecord:
+        """Replace the Lease if it still has ``current.resource_version`` (a PUT with a precondition)."""
+        lease = _lease(current.namespace, current.name, spec, current.resource_version)
+        try:
+            return _record(await self._client.replace(lease, namespace=current.namespace))
+        except (httpx.HTTPError, OSError) as exc:
+            raise translate(exc, verb="update", namespace=current.namespace, name=current.name) from exc
+
+    async def watch(self, namespace: str, name: str) -> AsyncIterator[LeaseRecord | None]:
+        """The Lease now, then each change; resumes across timeouts, 410 Gone and transient errors."""
+        record = await self.get(namespace, name)
+        yield record
+        version = record.resource_version if record else None
+        while True:
+            try:
+                async for kind, lease in self._client.watch(
+                    Lease,
+                    namespace=namespace,
+                    fields={"metadata.name": name},
+                    resource_version=version,
+                ):
+                    if kind == "DELETED":
+                        version = lease.metadata.resourceVersion if lease.metadata else version
+                        yield None
+                    elif kind in ("ADDED", "MODIFIED"):
+                        current = _record(lease)
+                        version = current.resource_version
+                        yield current
+                # The server ended the stream (its watch timeout): resume from where we were.
+                continue
+            except (httpx.HTTPError, OSError, trio.BrokenResourceError) as exc:
+                failure = translate(exc, verb="watch", namespace=namespace, name=name)
+                if isinstance(exc, ApiError) and exc.status.code == 410:
+                    logger.debug("lease %s/%s: watch expired (410 Gone); re-reading", namespace, name)
+                elif isinstance(failure, (PermissionDenied, NamespaceNotFound)):
+                    raise failure from exc
+                else:
+                    logger.info("lease %s/%s: watch interrupted, resuming: %s", namespace, name, failure)
+                    await trio.sleep(WATCH_RETRY_DELAY)
+            # Re-read, so nothing that happened while the watch was down is missed.
+            while True:
+                try:
+                    record = await self.get(namespace, name)
+                    break
+                except StoreUnavailable as exc:
+                    logger.info("lease %s/%s: cannot re-read yet: %s", namespace, name, exc)
+                    await trio.sleep(WATCH_RETRY_DELAY)
+            version = record.resource_version if record else None
+            yield record

@@ -1,0 +1,101 @@
+"""Fault injection around a LeaseStore, for one candidate's view of the API server."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+import trio
+
+from lease_guard import LeaseRecord, LeaseSpec, LeaseStore
+
+
+@dataclass
+class FaultyStore:
+    """Wraps a store as one candidate's network path to it.
+
+    - ``stalled``: requests and the watch hang (a partition) until it is cleared;
+    - ``answer_delay``: a request takes effect at once, its answer arrives this much later;
+    - ``errors``: exceptions raised by the next requests, in order, before they take effect.
+    """
+
+    inner: LeaseStore
+    stalled: bool = False
+    answer_delay: float = 0.0
+    errors: list[Exception] = field(default_factory=list)
+    requests: list[tuple[float, str]] = field(default_factory=list)
+    _healed: trio.Event = field(default_factory=trio.Event)
+
+    @property
+    def default_namespace(self) -> str:
+        return self.inner.default_namespace
+
+    def stall(self) -> None:
+        self.stalled = True
+        self._healed = trio.Event()
+
+    def heal(self) -> None:
+        self.stalled = False
+        self._healed.set()
+
+    async def _before(self, verb: str) -> None:
+        self.requests.append((trio.current_time(), verb))
+        while self.stalled:
+            await self._healed.wait()
+        if self.errors:
+            raise self.errors.pop(0)
+
+    async def _after(self) -> None:
+        if self.answer_delay:
+            await trio.sleep(self.answer_delay)
+        while self.stalled:
+            await self._healed.wait()
+
+    async def get(self, namespace: str, name: str) -> LeaseRecord | None:
+        await self._before("get")
+        result = await self.inner.get(namespace, name)
+        await self._after()
+        return result
+
+    async def create(self, namespace: str, name: str, spec: LeaseSpec) -> LeaseRecord:
+        await self._before("create")
+        result = await self.inner.create(namespace, name, spec)
+        await self._after()
+        return result
+
+    async def update(self, current: LeaseRecord, spec: LeaseSpec) -> LeaseRecord:
+        await self._before("update")
+        result = await self.inner.update(current, spec)
+        await self._after()
+        return result
+
+    async def watch(self, namespace: str, name: str) -> AsyncIterator[LeaseRecord | None]:
+        async for record in self.inner.watch(namespace, name):
+            while self.stalled:
+                await self._healed.wait()
+            yield record
+
+
+@dataclass
+class Intervals:
+    """Records when each candidate's guarded code runs, to check that no two overlap."""
+
+    spans: list[tuple[str, float, float]] = field(default_factory=list)
+    open: dict[str, float] = field(default_factory=dict)
+
+    def start(self, who: str) -> None:
+        if self.open:
+            raise AssertionError(f"{who} started leading at {trio.current_time()} while {self.open} lead")
+        self.open[who] = trio.current_time()
+
+    def stop(self, who: str) -> None:
+        self.spans.append((who, self.open.pop(who), trio.current_time()))
+
+    def closed(self) -> list[tuple[str, float, float]]:
+        now = trio.current_time()
+        return self.spans + [(who, since, now) for who, since in self.open.items()]
+
+    def assert_disjoint(self) -> None:
+        ordered = sorted(self.closed(), key=lambda span: span[1])
+        for (who_a, _, end_a), (who_b, start_b, _) in zip(ordered, ordered[1:], strict=False):
+            assert end_a <= start_b, f"{who_a} led until {end_a} but {who_b} started at {start_b}"

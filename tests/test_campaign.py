@@ -1,0 +1,265 @@
+"""The campaign's timing, in virtual time: deadlines, late answers, steals, crashes, races."""
+
+from __future__ import annotations
+
+import logging
+import math
+
+import pytest
+import trio
+
+from lease_guard import Elector, LeadershipLost, LeaseSpec, MemoryLeaseStore, StoreUnavailable, leadership
+from lease_guard._record import INT32_MAX, micro_time
+
+from .faults import FaultyStore, Intervals
+
+LEASE = "jobs"
+
+
+async def lead_until_lost(store: FaultyStore | MemoryLeaseStore, identity: str, **options: float) -> tuple[float, LeadershipLost]:
+    """Lead with a block that never ends by itself; return when it was cancelled and why."""
+    cancelled_at = math.nan
+    with pytest.raises(LeadershipLost) as lost:
+        async with leadership(LEASE, identity=identity, store=store, **options):  # type: ignore[arg-type]
+            try:
+                await trio.sleep_forever()
+            finally:
+                cancelled_at = trio.current_time()
+    return cancelled_at, lost.value
+
+
+async def test_first_candidate_leads_at_once_with_term_zero(autojump_clock: trio.testing.MockClock) -> None:
+    store = MemoryLeaseStore()
+    async with leadership(LEASE, identity="a", store=store) as lead:
+        assert trio.current_time() == 0
+        assert (lead.identity, lead.term) == ("a", 0)
+        assert store.holder(LEASE) == "a"
+        assert lead.deadline == 10
+
+
+async def test_renewals_every_retry_period_keep_the_deadline_moving(autojump_clock: trio.testing.MockClock) -> None:
+    store = FaultyStore(MemoryLeaseStore())
+    async with leadership(LEASE, identity="a", store=store) as lead:
+        await trio.sleep(7)
+        # renewals sent at 2, 4, 6: the deadline counts from the last one sent.
+        assert lead.deadline == 16
+    updates = [at for at, verb in store.requests if verb == "update"]
+    assert updates[:3] == [2, 4, 6]
+
+
+async def test_stuck_request_cancels_the_block_at_the_deadline(autojump_clock: trio.testing.MockClock) -> None:
+    store = FaultyStore(MemoryLeaseStore())
+
+    async def partition_at(when: float) -> None:
+        await trio.sleep_until(when)
+        store.stall()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(partition_at, 5)
+        when, lost = await lead_until_lost(store, "a")
+    # Last successful renewal sent at 4; renew_deadline 10: the scope ends at 14, exactly,
+    # although the renewal sent at 6 never returns.
+    assert when == 14
+    assert "renew_deadline" in lost.reason
+
+
+async def test_a_late_answer_does_not_extend_the_deadline(autojump_clock: trio.testing.MockClock) -> None:
+    memory = MemoryLeaseStore()
+    store = FaultyStore(memory)
+    seen_deadlines: list[float] = []
+
+    async def slow_answers_from(when: float) -> None:
+        await trio.sleep_until(when)
+        store.answer_delay = 3
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(slow_answers_from, 5)
+        async with leadership(LEASE, identity="a", store=store) as lead:
+            await trio.sleep_until(9.5)
+            seen_deadlines.append(lead.deadline)
+    # The renewal sent at 6 answered at 9: the deadline is 6 + 10, not 9 + 10.
+    assert seen_deadlines == [16]
+
+
+async def test_an_answer_after_the_deadline_cannot_revive_the_tenure(autojump_clock: trio.testing.MockClock) -> None:
+    memory = MemoryLeaseStore()
+    store = FaultyStore(memory)
+
+    async def very_slow_answers_from(when: float) -> None:
+        await trio.sleep_until(when)
+        store.answer_delay = 12
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(very_slow_answers_from, 5)
+        when, _ = await lead_until_lost(store, "a", lease_duration=15)
+    # The write sent at 6 took effect at once but answered at 18: the scope ended at 4 + 10.
+    assert when == 14
+    # Nobody else wrote meanwhile, so the exit still released the lease.
+    assert memory.holder(LEASE) is None
+
+
+async def test_a_steal_cancels_the_block_at_once(autojump_clock: trio.testing.MockClock) -> None:
+    store = MemoryLeaseStore()
+
+    async def steal_at(when: float) -> None:
+        await trio.sleep_until(when)
+        store.steal(LEASE, "operator")
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(steal_at, 3.25)
+        when, lost = await lead_until_lost(store, "a")
+    assert when == 3.25
+    assert lost.reason == "'operator' took the lease"
+    assert (lost.identity, lost.term) == ("a", 0)
+    assert store.holder(LEASE) == "operator"
+
+
+async def test_deleting_the_lease_ends_the_tenure(autojump_clock: trio.testing.MockClock) -> None:
+    store = MemoryLeaseStore()
+
+    async def delete_at(when: float) -> None:
+        await trio.sleep_until(when)
+        store.delete(LEASE)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(delete_at, 1)
+        when, lost = await lead_until_lost(store, "a")
+    assert (when, lost.reason) == (1, "the Lease was deleted")
+
+
+async def test_released_lease_is_taken_over_at_once(autojump_clock: trio.testing.MockClock) -> None:
+    store = MemoryLeaseStore()
+    started: dict[str, float] = {}
+
+    async def candidate(identity: str, work: float) -> None:
+        async with leadership(LEASE, identity=identity, store=store) as lead:
+            started[identity] = trio.current_time()
+            assert lead.term == len(started) - 1
+            await trio.sleep(work)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(candidate, "a", 4.5)
+        await trio.sleep(0.1)
+        nursery.start_soon(candidate, "b", 1)
+    # b follows a's release without any delay (watch-driven).
+    assert started == {"a": 0, "b": 4.5}
+
+
+async def test_crashed_holder_is_taken_over_after_a_full_lease_duration_of_silence(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    memory = MemoryLeaseStore()
+    crashed = FaultyStore(memory)
+    taken_at: list[float] = []
+
+    async def crash_at(when: float) -> None:
+        await trio.sleep_until(when)
+        crashed.stall()  # a process that stopped: no more writes, no release
+
+    async def follower() -> None:
+        async with leadership(LEASE, identity="b", store=memory):
+            taken_at.append(trio.current_time())
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(crash_at, 5)
+        nursery.start_soon(lead_until_lost, crashed, "a")
+        await trio.sleep(0.5)
+        nursery.start_soon(follower)
+    # a's last write took effect at 4; b saw it then: b waits 15 s of silence, not less.
+    assert taken_at == [19]
+
+
+async def test_a_fresh_follower_waits_a_whole_lease_duration(autojump_clock: trio.testing.MockClock) -> None:
+    """A Lease found held at start-up gets the full duration from when it was first seen."""
+    store = MemoryLeaseStore()
+    now = micro_time()
+    store.put(LEASE, LeaseSpec("ghost", 30, now, now, 4))
+    await trio.sleep(100)
+    async with leadership(LEASE, identity="b", store=store) as lead:
+        assert trio.current_time() == 130
+        assert lead.term == 5
+
+
+async def test_concurrent_candidates_exactly_one_wins(autojump_clock: trio.testing.MockClock) -> None:
+    store = MemoryLeaseStore()
+    intervals = Intervals()
+    terms: list[int] = []
+
+    async def candidate(identity: str) -> None:
+        async with leadership(LEASE, identity=identity, store=store) as lead:
+            intervals.start(identity)
+            terms.append(lead.term)
+            await trio.sleep(1)
+            intervals.stop(identity)
+
+    async with trio.open_nursery() as nursery:
+        for n in range(8):
+            nursery.start_soon(candidate, f"c{n}")
+    intervals.assert_disjoint()
+    assert len(intervals.spans) == 8
+    assert terms == sorted(terms) and len(set(terms)) == 8
+
+
+async def test_transient_errors_are_retried_within_the_deadline(autojump_clock: trio.testing.MockClock) -> None:
+    store = FaultyStore(MemoryLeaseStore())
+    async with leadership(LEASE, identity="a", store=store) as lead:
+        store.errors.extend([StoreUnavailable("503"), StoreUnavailable("429", retry_after=1)])
+        await trio.sleep(8)
+        # 2: 503, retried after retry_period; 4: 429 asking for 1 s; 5: success; then 7.
+        assert lead.deadline == 17
+    assert [at for at, verb in store.requests if verb == "update"][:4] == [2, 4, 5, 7]
+
+
+async def test_duplicate_identity_stops_leading_and_says_why(
+    autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = MemoryLeaseStore()
+
+    async def impostor_writes_at(when: float) -> None:
+        await trio.sleep_until(when)
+        record = store.record(LEASE)
+        assert record is not None
+        store.put(LEASE, LeaseSpec("a", 15, record.spec.acquire_time, micro_time(), record.spec.lease_transitions))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(impostor_writes_at, 3)
+        when, lost = await lead_until_lost(store, "a")
+    assert when == 3
+    assert "duplicate identity" in lost.reason
+    assert any(r.levelno == logging.ERROR and "same identity" in r.getMessage() for r in caplog.records)
+
+
+async def test_same_identity_restarting_does_not_take_over_a_live_lease(autojump_clock: trio.testing.MockClock) -> None:
+    """A second process with our identity is not us: it waits like any follower."""
+    store = MemoryLeaseStore()
+    async with Elector(LEASE, identity="a", store=store) as first:
+        await first.wait_leading()
+        async with Elector(LEASE, identity="a", store=store) as second:
+            await trio.sleep(30)
+            assert first.is_leader and not second.is_leader
+
+
+@pytest.mark.parametrize(
+    ("spec", "takeover_at"),
+    [
+        pytest.param(LeaseSpec("", 15, None, None, 3), 0, id="empty-holder-is-free"),
+        pytest.param(LeaseSpec(None, None, None, None, None), 0, id="no-fields-is-free"),
+        pytest.param(LeaseSpec("x", None, None, None, None), 15, id="missing-duration-uses-ours"),
+        pytest.param(LeaseSpec("x", 0, None, None, None), 15, id="zero-duration-uses-ours"),
+        pytest.param(LeaseSpec("x", -5, "bad", "not a time", -3), 15, id="negative-and-garbage"),
+        pytest.param(LeaseSpec("x", 40, "yesterday", "2026-13-45T99:99:99Z", 7), 40, id="unparseable-times-ignored"),
+        pytest.param(LeaseSpec("x", INT32_MAX, None, None, 1), math.inf, id="huge-duration-honoured"),
+        pytest.param(LeaseSpec(None, 15, None, None, INT32_MAX), math.inf, id="exhausted-term-never-taken"),
+    ],
+)
+async def test_foreign_lease_contents(
+    autojump_clock: trio.testing.MockClock, spec: LeaseSpec, takeover_at: float
+) -> None:
+    store = MemoryLeaseStore()
+    store.put(LEASE, spec)
+    with trio.move_on_after(1000):
+        async with leadership(LEASE, identity="b", store=store) as lead:
+            assert trio.current_time() == takeover_at
+            assert lead.term == (spec.lease_transitions or 0) + 1 if (spec.lease_transitions or 0) > 0 else 1
+            return
+    assert takeover_at == math.inf
