@@ -555,6 +555,8 @@ class Campaign:
                 await self._lead(tenure)
 
     def step_down(self) -> None:
+        if self.tenure is None or self.tenure.lost:
+            return
         self._step_down.set()
         self._changed.fire()
 

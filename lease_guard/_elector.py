@@ -5,12 +5,12 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import math
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from types import TracebackType
 
 import trio
 
-from ._campaign import Campaign, LeadershipEvent, Memory, Tenure
+from ._campaign import Campaign, EventKind, LeadershipEvent, Memory, Tenure
 from ._groups import reraise, single_exception
 from ._options import LEASE_DURATION, RENEW_DEADLINE, RETRY_PERIOD, ElectionOptions
 from .stores._protocol import LeaseStore
@@ -59,6 +59,29 @@ def find_elector(lease: str | None, namespace: str | None) -> Elector | None:
         ):
             return elector
     return None
+
+
+class _EventStream:
+    """The async iterator returned by :meth:`Elector.events`."""
+
+    def __init__(self, receive: trio.MemoryReceiveChannel[LeadershipEvent], unsubscribe: Callable[[], None]) -> None:
+        self._receive = receive
+        self._unsubscribe = unsubscribe
+
+    def __aiter__(self) -> _EventStream:
+        return self
+
+    async def __anext__(self) -> LeadershipEvent:
+        try:
+            return await self._receive.receive()
+        except (trio.EndOfChannel, trio.ClosedResourceError):
+            self._unsubscribe()
+            raise StopAsyncIteration from None
+
+    async def aclose(self) -> None:
+        """Stop following: unsubscribe and drop what is buffered."""
+        self._unsubscribe()
+        await self._receive.aclose()
 
 
 class Elector:
@@ -187,11 +210,13 @@ class Elector:
         """
         self._running().step_down()
 
-    async def events(self) -> AsyncIterator[LeadershipEvent]:
-        """Iterate over leadership changes from now on: started, stopped, new leader observed.
+    def events(self) -> AsyncIterator[LeadershipEvent]:
+        """Follow leadership changes: started leading, stopped leading, new leader observed.
 
-        The iteration ends when the Elector stops. Events are buffered without bound, so a
-        slow consumer misses none.
+        The first event describes the state when ``events()`` was called: STARTED_LEADING
+        if we lead, else NEW_LEADER with the current holder (None when nobody holds it).
+        Nothing that happens after the call is missed, however late the iteration begins;
+        events are buffered without bound. The iteration ends when the Elector stops.
 
         Example::
 
@@ -201,13 +226,12 @@ class Elector:
         """
         self._running()
         send, receive = trio.open_memory_channel[LeadershipEvent](math.inf)
+        if self.is_leader:
+            send.send_nowait(LeadershipEvent(EventKind.STARTED_LEADING, self.identity, self.term))
+        else:
+            send.send_nowait(LeadershipEvent(EventKind.NEW_LEADER, self.leader))
         self._subscribers.add(send)
-        try:
-            async with receive:
-                async for event in receive:
-                    yield event
-        finally:
-            self._subscribers.discard(send)
+        return _EventStream(receive, lambda: self._subscribers.discard(send))
 
     @contextlib.asynccontextmanager
     async def leading(self) -> AsyncIterator[Leadership]:

@@ -70,6 +70,7 @@ class FaultyStore:
         return result
 
     async def watch(self, namespace: str, name: str) -> AsyncIterator[LeaseRecord | None]:
+        await self._before("watch")
         async for record in self.inner.watch(namespace, name):
             while self.stalled:
                 await self._healed.wait()

@@ -1,0 +1,166 @@
+"""Elector: state, events, step_down, and errors surfaced at entry."""
+
+from __future__ import annotations
+
+import pytest
+import trio
+
+from lease_guard import (
+    Elector,
+    EventKind,
+    LeadershipEvent,
+    LeadershipLost,
+    MemoryLeaseStore,
+    NamespaceNotFound,
+    PermissionDenied,
+)
+
+from .faults import FaultyStore
+
+LEASE = "jobs"
+
+
+async def test_state_follows_the_lease(autojump_clock: trio.testing.MockClock) -> None:
+    store = MemoryLeaseStore()
+    async with Elector(LEASE, identity="a", store=store) as a:
+        await a.wait_leading()
+        assert (a.is_leader, a.leader, a.term) == (True, "a", 0)
+        async with Elector(LEASE, identity="b", store=store) as b:
+            await trio.sleep(1)
+            assert (b.is_leader, b.leader, b.term) == (False, "a", None)
+            store.steal(LEASE, "c")
+            await trio.testing.wait_all_tasks_blocked()
+            assert (a.is_leader, a.leader) == (False, "c")
+            assert b.leader == "c"
+
+
+async def test_events_report_every_change(autojump_clock: trio.testing.MockClock) -> None:
+    store = MemoryLeaseStore()
+    seen: list[LeadershipEvent] = []
+    store.steal(LEASE, "z")
+    async with Elector(LEASE, identity="a", store=store) as elector:
+        events = elector.events()  # subscribed from here on, nothing missed
+
+        async def follow() -> None:
+            async for event in events:
+                seen.append(event)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(follow)
+            await elector.wait_leading()  # z never renews: after 15 s of silence, a leads
+            await trio.sleep(1)
+            store.steal(LEASE, "b")
+            await trio.sleep(20)  # nor does b
+            nursery.cancel_scope.cancel()
+    kinds = [(e.kind, e.leader, e.term) for e in seen]
+    assert kinds == [
+        (EventKind.NEW_LEADER, "z", None),
+        (EventKind.STARTED_LEADING, "a", 1),
+        (EventKind.STOPPED_LEADING, "b", 1),
+        (EventKind.NEW_LEADER, "b", None),
+        (EventKind.STARTED_LEADING, "a", 3),
+    ]
+    assert seen[2].reason == "'b' took the lease"
+
+
+async def test_step_down_cancels_guards_releases_and_lets_another_lead(autojump_clock: trio.testing.MockClock) -> None:
+    store = MemoryLeaseStore()
+    log: list[tuple[str, float]] = []
+    async with Elector(LEASE, identity="a", store=store) as a, Elector(LEASE, identity="b", store=store) as b:
+        await a.wait_leading()
+
+        async def guarded() -> None:
+            with pytest.raises(LeadershipLost, match="stepped down"):
+                async with a.leading():
+                    try:
+                        await trio.sleep_forever()
+                    finally:
+                        log.append(("a stopped", trio.current_time()))
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(guarded)
+            await trio.sleep(3)
+            a.step_down()
+            await b.wait_leading()
+            log.append(("b leads", trio.current_time()))
+        assert log == [("a stopped", 3), ("b leads", 3)]
+        assert not a.is_leader
+        # a stays a candidate but does not take the lease back for lease_duration
+        await trio.sleep(5)
+        b.step_down()
+        await a.wait_leading()
+        assert trio.current_time() == 3 + 15
+
+
+async def test_step_down_waits_for_guarded_code_to_unwind_before_releasing(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    store = MemoryLeaseStore()
+    async with Elector(LEASE, identity="a", store=store) as a:
+        await a.wait_leading()
+
+        async def slow_to_unwind() -> None:
+            with pytest.raises(LeadershipLost):
+                async with a.leading():
+                    try:
+                        await trio.sleep_forever()
+                    finally:
+                        with trio.CancelScope(shield=True):
+                            await trio.sleep(2)
+                            assert store.holder(LEASE) == "a"  # not released while we still run
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(slow_to_unwind)
+            await trio.sleep(1)
+            a.step_down()
+        await trio.testing.wait_all_tasks_blocked()
+        assert store.holder(LEASE) is None
+
+
+async def test_step_down_when_not_leading_does_nothing(autojump_clock: trio.testing.MockClock) -> None:
+    store = MemoryLeaseStore()
+    store.steal(LEASE, "z")
+    async with Elector(LEASE, identity="a", store=store) as a:
+        a.step_down()
+        await a.wait_leading()
+        await trio.sleep(5)
+        assert a.is_leader
+
+
+async def test_setup_errors_are_raised_at_entry(autojump_clock: trio.testing.MockClock) -> None:
+    store = FaultyStore(MemoryLeaseStore())
+    store.errors.append(PermissionDenied("no get on leases"))
+    with pytest.raises(PermissionDenied, match="no get on leases"):
+        async with Elector(LEASE, store=store):
+            raise AssertionError("unreachable")
+
+
+async def test_missing_namespace_is_a_clear_error(autojump_clock: trio.testing.MockClock) -> None:
+    store = MemoryLeaseStore(namespaces={"default"})
+    with pytest.raises(NamespaceNotFound, match='namespace "nope" does not exist'):
+        async with Elector(LEASE, namespace="nope", store=store) as elector:
+            await elector.wait_leading()
+
+
+async def test_permanent_error_while_leading_ends_the_block_as_loss(autojump_clock: trio.testing.MockClock) -> None:
+    store = FaultyStore(MemoryLeaseStore())
+    with pytest.raises(LeadershipLost) as lost:
+        async with Elector(LEASE, store=store) as elector, elector.leading():
+            store.errors.append(PermissionDenied("update forbidden"))
+            await trio.sleep_forever()
+    assert isinstance(lost.value.__cause__, PermissionDenied)
+    assert trio.current_time() == 2
+
+
+async def test_an_elector_is_entered_once(autojump_clock: trio.testing.MockClock) -> None:
+    elector = Elector(LEASE, store=MemoryLeaseStore())
+    async with elector:
+        pass
+    with pytest.raises(RuntimeError, match="only once"):
+        async with elector:
+            pass
+
+
+async def test_using_an_elector_outside_its_block_says_so() -> None:
+    with pytest.raises(RuntimeError, match="not running"):
+        Elector(LEASE, store=MemoryLeaseStore()).is_leader  # noqa: B018
