@@ -48,7 +48,6 @@ from dataclasses import dataclass, field
 
 import trio
 
-from ._groups import reraise, single_exception
 from ._errors import (
     LeadershipLost,
     LeaseConflict,
@@ -56,6 +55,7 @@ from ._errors import (
     LeaseStoreError,
     StoreUnavailable,
 )
+from ._groups import reraise, single_exception
 from ._options import ElectionOptions
 from ._record import INT32_MAX, LeaseRecord, LeaseSpec, micro_time
 from .stores._protocol import LeaseStore
@@ -200,8 +200,7 @@ class Tenure:
         """The LeadershipLost to raise from a guarded scope that this tenure cancelled."""
         options = self.campaign.options
         reason = self.lost_reason or (
-            f"no renewal succeeded within renew_deadline ({options.renew_deadline:g}s) "
-            "of the last one sent"
+            f"no renewal succeeded within renew_deadline ({options.renew_deadline:g}s) of the last one sent"
         )
         error = LeadershipLost(
             lease=options.lease,
@@ -305,12 +304,9 @@ class Campaign:
         record = self.memory.observed
         assert record is not None
         duration = record.spec.lease_duration_seconds
-        if duration is None or duration <= 0:
-            # Absent (written by a client that leaves it out): assume our own duration.
-            duration_s = self.options.lease_duration
-        else:
-            duration_s = float(duration)
-        return self.memory.observed_at + duration_s
+        # Absent or not positive (the API server refuses those; other stores may not): ours.
+        seconds = float(duration) if duration is not None and duration > 0 else self.options.lease_duration
+        return self.memory.observed_at + seconds
 
     def _chance_at(self) -> float:
         """When we may next try to acquire: now (or earlier), an expiry, or never until a change."""
@@ -327,12 +323,8 @@ class Campaign:
                     record.transitions,
                 )
             return math.inf
-        if record is None or record.holder is None:
-            chance = -math.inf
-        elif record.holder == self.options.identity and self.memory.is_ours(record):
-            chance = -math.inf
-        else:
-            chance = self._expiry()
+        ours = record is not None and record.holder == self.options.identity and self.memory.is_ours(record)
+        chance = -math.inf if record is None or record.holder is None or ours else self._expiry()
         return max(chance, self._pause_until)
 
     def _may_acquire(self) -> bool:
@@ -577,4 +569,3 @@ class Campaign:
                     self.tenure.lose(f"the campaign failed: {failure}", failure)
                 reraise(failure)
             raise
-

@@ -54,9 +54,7 @@ class Leadership:
 def find_elector(lease: str | None, namespace: str | None) -> Elector | None:
     """The innermost running Elector for ``lease`` (any lease when None) in this context."""
     for elector in reversed(_active.get()):
-        if lease is None or (
-            elector.lease == lease and (namespace is None or namespace == elector.namespace)
-        ):
+        if lease is None or (elector.lease == lease and (namespace is None or namespace == elector.namespace)):
             return elector
     return None
 

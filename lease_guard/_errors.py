@@ -77,4 +77,3 @@ class StoreUnavailable(LeaseStoreError):
     def __init__(self, message: str, *, retry_after: float | None = None) -> None:
         super().__init__(message)
         self.retry_after = retry_after
-

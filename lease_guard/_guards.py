@@ -67,16 +67,19 @@ async def leadership(
         async with elector.leading() as lead:
             yield lead
         return
-    async with Elector(
-        lease,
-        namespace=namespace,
-        identity=identity,
-        lease_duration=lease_duration,
-        renew_deadline=renew_deadline,
-        retry_period=retry_period,
-        store=store,
-        release_on_exit=release_on_exit,
-    ) as elector, elector.leading() as lead:
+    async with (
+        Elector(
+            lease,
+            namespace=namespace,
+            identity=identity,
+            lease_duration=lease_duration,
+            renew_deadline=renew_deadline,
+            retry_period=retry_period,
+            store=store,
+            release_on_exit=release_on_exit,
+        ) as elector,
+        elector.leading() as lead,
+    ):
         yield lead
 
 
@@ -114,7 +117,9 @@ class _JobCandidate:
                 return await fn(*args, **kwargs)
 
 
-async def _call_if_leading(elector: Elector, fn: Callable[P, Awaitable[R]], *args: P.args, **kwargs: P.kwargs) -> R | None:
+async def _call_if_leading(
+    elector: Elector, fn: Callable[P, Awaitable[R]], *args: P.args, **kwargs: P.kwargs
+) -> R | None:
     if not elector.is_leader:
         return None
     async with elector.leading():
@@ -228,7 +233,7 @@ def _follow_elector(fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R | 
             raise NoActiveElector(
                 f"{fn.__qualname__} is decorated with a bare @only_when_leading, which follows a running "
                 "Elector, but none runs here. Call it inside `async with Elector(lease=...)` (in that "
-                "task or a task started inside it), or name a lease: @only_when_leading(lease=\"my-job\")."
+                'task or a task started inside it), or name a lease: @only_when_leading(lease="my-job").'
             )
         return await _call_if_leading(elector, fn, *args, **kwargs)
 

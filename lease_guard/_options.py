@@ -93,10 +93,9 @@ class ElectionOptions:
         release_on_exit: bool = True,
     ) -> ElectionOptions:
         """Validate the user's options; raise ConfigurationError naming what to change."""
-        check_lease_name(lease)
-        assert isinstance(lease, str)
+        lease = check_lease_name(lease)
         if namespace is not None:
-            check_namespace(namespace)
+            namespace = check_namespace(namespace)
         if identity is None:
             identity = default_identity()
         if not isinstance(identity, str) or not identity.strip():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
@@ -98,5 +99,5 @@ class Intervals:
 
     def assert_disjoint(self) -> None:
         ordered = sorted(self.closed(), key=lambda span: span[1])
-        for (who_a, _, end_a), (who_b, start_b, _) in zip(ordered, ordered[1:], strict=False):
+        for (who_a, _, end_a), (who_b, start_b, _) in itertools.pairwise(ordered):
             assert end_a <= start_b, f"{who_a} led until {end_a} but {who_b} started at {start_b}"

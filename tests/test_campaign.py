@@ -16,7 +16,9 @@ from .faults import FaultyStore, Intervals
 LEASE = "jobs"
 
 
-async def lead_until_lost(store: FaultyStore | MemoryLeaseStore, identity: str, **options: float) -> tuple[float, LeadershipLost]:
+async def lead_until_lost(
+    store: FaultyStore | MemoryLeaseStore, identity: str, **options: float
+) -> tuple[float, LeadershipLost]:
     """Lead with a block that never ends by itself; return when it was cancelled and why."""
     cancelled_at = math.nan
     with pytest.raises(LeadershipLost) as lost:

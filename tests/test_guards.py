@@ -89,7 +89,9 @@ async def test_waiting_for_leadership_can_be_cancelled(autojump_clock: trio.test
     assert store.holder(LEASE) == "someone"
 
 
-async def test_loss_is_raised_even_if_the_block_swallows_the_cancellation(autojump_clock: trio.testing.MockClock) -> None:
+async def test_loss_is_raised_even_if_the_block_swallows_the_cancellation(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
     store = MemoryLeaseStore()
     with pytest.raises(LeadershipLost):
         async with leadership(LEASE, identity="a", store=store):
@@ -125,14 +127,17 @@ async def test_decorated_job_runs_when_free_and_returns_its_value(autojump_clock
     assert store.holder(LEASE) == job.identity  # type: ignore[attr-defined]
 
 
-async def test_decorated_job_skips_promptly_when_another_holds_a_live_lease(autojump_clock: trio.testing.MockClock) -> None:
+async def test_decorated_job_skips_promptly_when_another_holds_a_live_lease(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
     store = MemoryLeaseStore()
     store.steal(LEASE, "other-replica")
     ran = []
 
     @only_when_leading(lease=LEASE, store=store)
-    async def job() -> None:
+    async def job() -> str:
         ran.append(trio.current_time())
+        return "ran"
 
     assert await job() is None
     assert ran == []
@@ -267,7 +272,9 @@ async def test_leadership_inside_an_elector_reuses_its_campaign(autojump_clock: 
         assert store.holder(LEASE) == "me"
 
 
-async def test_lease_decorator_inside_an_elector_for_that_lease_reuses_it(autojump_clock: trio.testing.MockClock) -> None:
+async def test_lease_decorator_inside_an_elector_for_that_lease_reuses_it(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
     store = MemoryLeaseStore()
 
     @only_when_leading(lease=LEASE, store=store)

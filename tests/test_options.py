@@ -29,15 +29,16 @@ def test_invalid_options_name_what_to_change(options: dict[str, object], message
     assert isinstance(raised.value, ValueError)
 
 
-def test_every_entry_point_validates_up_front() -> None:
+async def test_every_entry_point_validates_up_front() -> None:
     store = MemoryLeaseStore()
     with pytest.raises(ValueError, match="renew_deadline"):
         Elector("x", renew_deadline=20, store=store)
     with pytest.raises(ValueError, match="renew_deadline"):
         only_when_leading(lease="x", renew_deadline=20)
     with pytest.raises(ValueError, match="Lease name"):
-        leadership("X_X", store=store)  # the context manager validates when built... or entered
-        raise ValueError("not a valid Lease name (raised at entry)")
+        async with leadership("X_X", store=store):
+            pass
+    assert store.requests == 0
 
 
 def test_defaults_are_client_gos() -> None:

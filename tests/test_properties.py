@@ -15,7 +15,7 @@ from lease_guard import LeadershipLost, MemoryLeaseStore, StoreUnavailable, lead
 from .faults import FaultyStore, Intervals
 
 LEASE = "jobs"
-TIMING = {"lease_duration": 15.0, "renew_deadline": 10.0, "retry_period": 2.0}
+LEASE_DURATION, RENEW_DEADLINE = 15.0, 10.0  # the defaults
 
 
 @dataclass(frozen=True)
@@ -46,7 +46,7 @@ async def scenario(candidates: int, schedule: list[Fault], work: list[float]) ->
         with scopes[n]:
             while True:
                 try:
-                    async with leadership(LEASE, identity=f"c{n}", store=stores[n], **TIMING):
+                    async with leadership(LEASE, identity=f"c{n}", store=stores[n]):
                         intervals.start(f"c{n}")
                         try:
                             await trio.sleep(work[n % len(work)])
@@ -86,7 +86,7 @@ async def scenario(candidates: int, schedule: list[Fault], work: list[float]) ->
         # Liveness: once the faults stop, someone's guarded code runs within lease_duration
         # (a stolen or orphaned lease expiring) plus renew_deadline (an acquire already in
         # flight to a partitioned server giving up).
-        bound = quiet_from + TIMING["lease_duration"] + TIMING["renew_deadline"]
+        bound = quiet_from + LEASE_DURATION + RENEW_DEADLINE
         await trio.sleep_until(bound + 1)
         led = [span for span in intervals.closed() if span[2] > quiet_from and span[1] <= bound]
         assert led, f"nobody led between {quiet_from} and {bound}: {intervals.closed()[-3:]}"

@@ -119,7 +119,9 @@ def translate(exc: BaseException, *, verb: str, namespace: str, name: str) -> Le
     if isinstance(exc, httpx.HTTPStatusError):
         status = exc.response.status_code
         if status in (401, 403):
-            return PermissionDenied(f"the API server refused to {verb} {where} ({status})\n" + _rbac_hint(verb, namespace, name))
+            return PermissionDenied(
+                f"the API server refused to {verb} {where} ({status})\n" + _rbac_hint(verb, namespace, name)
+            )
         if status == 429 or status >= 500:
             return StoreUnavailable(
                 f"the API server could not {verb} {where} ({status})", retry_after=_retry_after(exc.response)
@@ -132,7 +134,9 @@ def translate(exc: BaseException, *, verb: str, namespace: str, name: str) -> Le
 
 def _record(lease: Lease) -> LeaseRecord:
     metadata = lease.metadata
-    assert metadata is not None and metadata.name and metadata.resourceVersion
+    assert metadata is not None
+    assert metadata.name
+    assert metadata.resourceVersion
     spec = lease.spec or K8sLeaseSpec()
 
     def text(value: Any) -> str | None:
@@ -220,7 +224,7 @@ class KubernetesLeaseStore:
     async def create(self, namespace: str, name: str, spec: LeaseSpec) -> LeaseRecord:
         """Create the Lease; LeaseConflict if it exists."""
         try:
-            return _record(await self._client.create(_lease(namespace, name, spec), namespace=namespace))
+            return _record(await self._client.create(_lease(namespace, name, spec)))
         except (httpx.HTTPError, OSError) as exc:
             raise translate(exc, verb="create", namespace=namespace, name=name) from exc
 
@@ -228,7 +232,7 @@ class KubernetesLeaseStore:
         """Replace the Lease if it still has ``current.resource_version`` (a PUT with a precondition)."""
         lease = _lease(current.namespace, current.name, spec, current.resource_version)
         try:
-            return _record(await self._client.replace(lease, namespace=current.namespace))
+            return _record(await self._client.replace(lease))
         except (httpx.HTTPError, OSError) as exc:
             raise translate(exc, verb="update", namespace=current.namespace, name=current.name) from exc
 

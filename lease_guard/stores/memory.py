@@ -121,7 +121,7 @@ class MemoryLeaseStore:
         if self._namespaces is not None and namespace not in self._namespaces:
             raise NamespaceNotFound(f'namespace "{namespace}" does not exist: create it first')
         if (namespace, name) in self._records:
-            raise LeaseConflict(f'lease {namespace}/{name} already exists')
+            raise LeaseConflict(f"lease {namespace}/{name} already exists")
         return self._write(namespace, name, spec)
 
     async def update(self, current: LeaseRecord, spec: LeaseSpec) -> LeaseRecord:
