@@ -17,18 +17,20 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any, cast
 
 import httpx2 as httpx
 import trio
-from lightkube import ApiError, AsyncClient
+from lightkube import ApiError, AsyncClient, ConfigError, KubeConfig
 from lightkube.config.client_adapter import ExecAuth
 from lightkube.models.coordination_v1 import LeaseSpec as K8sLeaseSpec
 from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.coordination_v1 import Lease
 
 from .._errors import (
+    ConfigurationError,
     LeaseConflict,
     LeaseNotFound,
     LeaseStoreError,
@@ -71,6 +73,18 @@ def _make_trio_safe(client: AsyncClient) -> AsyncClient:
     if isinstance(auth, ExecAuth) and not isinstance(auth, _TrioExecAuth):
         http.auth = _TrioExecAuth(auth._exec)
     return client
+
+
+def _make_client(path: str | None, context: str | None, namespace: str | None) -> AsyncClient:
+    try:
+        config = KubeConfig.from_file(os.path.expanduser(path)) if path else KubeConfig.from_env()
+        return AsyncClient(config.get(context_name=context), namespace=namespace)
+    except (ConfigError, OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        where = f"kubeconfig {path!r}" if path else "the in-cluster config, $KUBECONFIG or ~/.kube/config"
+        raise ConfigurationError(
+            f"cannot make a Kubernetes client from {where}: {type(exc).__name__}: {exc}. "
+            "Pass a valid kubeconfig, or a store (MemoryLeaseStore() in tests)."
+        ) from exc
 
 
 def _retry_after(response: httpx.Response | None) -> float | None:
@@ -194,11 +208,32 @@ class KubernetesLeaseStore:
         client: the client to use; by default one made from the environment (in-cluster
             service account, else ``$KUBECONFIG`` or ``~/.kube/config``), closed by
             :meth:`aclose`. Its namespace is the default namespace of Leases.
+
+    Raises:
+        ConfigurationError: no client was given and none can be made from the environment.
     """
 
     def __init__(self, client: AsyncClient | None = None) -> None:
         self._owned = client is None
-        self._client = _make_trio_safe(client if client is not None else AsyncClient())
+        self._client = _make_trio_safe(client if client is not None else _make_client(None, None, None))
+
+    @classmethod
+    def from_kubeconfig(
+        cls, path: str | None = None, *, context: str | None = None, namespace: str | None = None
+    ) -> KubernetesLeaseStore:
+        """A store for the cluster of a kubeconfig file, as kubectl's ``--kubeconfig``,
+        ``--context`` and ``--namespace`` would pick it.
+
+        Example::
+
+            store = KubernetesLeaseStore.from_kubeconfig("~/.kube/config", context="prod", namespace="ops")
+
+        Raises:
+            ConfigurationError: the file is missing or not a valid kubeconfig, or has no such context.
+        """
+        store = cls(_make_client(path, context, namespace))
+        store._owned = True
+        return store
 
     @property
     def default_namespace(self) -> str:

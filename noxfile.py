@@ -1,0 +1,32 @@
+"""Developer tasks. Plain ``nox`` runs what CI runs: tests (unit and integration), lint, typecheck."""
+
+from __future__ import annotations
+
+import nox
+
+nox.options.sessions = ["tests", "lint", "typecheck"]
+nox.options.reuse_existing_virtualenvs = True
+
+SOURCES = ["lease_guard", "tests", "examples", "noxfile.py"]
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """Unit, property and integration tests (the integration tests build a real kube-apiserver)."""
+    session.install("-e", ".[test]")
+    session.run("pytest", *session.posargs)
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """ruff: lint and formatting."""
+    session.install("ruff")
+    session.run("ruff", "check", *SOURCES)
+    session.run("ruff", "format", "--check", *SOURCES)
+
+
+@nox.session
+def typecheck(session: nox.Session) -> None:
+    """mypy --strict over the package, tests and examples."""
+    session.install("-e", ".[test]", "mypy", "nox")
+    session.run("mypy", "--strict", *session.posargs)
