@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import math
 from collections.abc import AsyncIterator, Iterator
 
 import trio
@@ -11,6 +12,14 @@ import trio
 from .._errors import LeaseConflict, LeaseNotFound, NamespaceNotFound, StoreUnavailable
 from .._options import check_namespace
 from .._record import LeaseRecord, LeaseSpec, micro_time
+
+
+def _now() -> float:
+    """trio's clock inside a run; NaN for a write made before the run (test setup)."""
+    try:
+        return trio.current_time()
+    except RuntimeError:
+        return math.nan
 
 
 class MemoryLeaseStore:
@@ -39,6 +48,7 @@ class MemoryLeaseStore:
         self._namespaces = namespaces
         self._outage: trio.Event | None = None
         self._outage_error = False
+        self._tenures: dict[tuple[str, str], list[tuple[str, int, float]]] = {}
         self.requests = 0
         """How many get, create and update requests the store has answered or refused."""
 
@@ -61,6 +71,18 @@ class MemoryLeaseStore:
     def record(self, lease: str, namespace: str = "default") -> LeaseRecord | None:
         """The whole LeaseRecord of ``lease``, or None if absent."""
         return self._records.get((namespace, lease))
+
+    def tenures(self, lease: str, namespace: str = "default") -> list[tuple[str, int, float]]:
+        """Each change of holder, in order: (identity, term, trio time it was written).
+
+        Renewals and releases are left out; a holder that takes the Lease again after a
+        release appears again.
+        """
+        return list(self._tenures.get((namespace, lease), []))
+
+    async def changed(self, lease: str, namespace: str = "default") -> None:
+        """Wait until the Lease is next written or deleted."""
+        await self._changed.setdefault((namespace, lease), trio.Event()).wait()
 
     def steal(self, lease: str, identity: str, namespace: str = "default") -> LeaseRecord:
         """Overwrite the holder, as another replica or an operator would; returns the new record.
@@ -155,7 +177,12 @@ class MemoryLeaseStore:
     # -- internals ------------------------------------------------------------------------
 
     def _write(self, namespace: str, name: str, spec: LeaseSpec) -> LeaseRecord:
+        previous = self._records.get((namespace, name))
         record = LeaseRecord(namespace, name, str(next(self._versions)), spec)
+        if record.holder is not None and (
+            previous is None or previous.holder != record.holder or (previous.transitions != record.transitions)
+        ):
+            self._tenures.setdefault((namespace, name), []).append((record.holder, record.transitions, _now()))
         self._records[(namespace, name)] = record
         self._notify((namespace, name))
         return record
