@@ -245,6 +245,8 @@ class Campaign:
         self._pause_until = -math.inf
         self._last_leader: str | None = None
         self._exhausted_logged = False
+        self.renewal_observers: list[Callable[[float], None]] = []
+        """Called with each successful renewal's round-trip time (metrics)."""
 
     # -- observation ----------------------------------------------------------------------
 
@@ -433,6 +435,8 @@ class Campaign:
             tenure.lose(f"renewal failed: {exc}", exc)
             return retry_at
         self.see(record)
+        for observe in self.renewal_observers:
+            observe(trio.current_time() - sent_at)
         if not tenure.extend(sent_at):
             tenure.lose(
                 f"the renewal's answer arrived after the deadline (renew_deadline {self.options.renew_deadline:g}s)"

@@ -182,6 +182,23 @@ class Elector:
         tenure = self._running().tenure
         return tenure.term if tenure is not None and not tenure.lost else None
 
+    def healthy(self, tolerance: float = 10.0) -> bool:
+        """False when we believe we lead but the last renewal was sent over
+        ``lease_duration + tolerance`` seconds ago: the campaign is wedged. For liveness probes.
+
+        With a working event loop the hard deadline ends such a tenure first, so this
+        only fails when the process is stuck; client-go's HealthzAdaptor checks the same.
+
+        Example::
+
+            if not elector.healthy():
+                sys.exit("leader election is stuck")
+        """
+        tenure = self._running().tenure
+        if tenure is None or tenure.lost:
+            return True
+        return trio.current_time() - tenure.sent_at <= self.options.lease_duration + tolerance
+
     async def wait_leading(self) -> None:
         """Wait until we lead (returns at once if we do).
 
