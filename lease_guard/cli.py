@@ -7,6 +7,7 @@ command was stopped.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
 import math
@@ -150,10 +151,8 @@ def watch(obj: Context, lease: str, as_json: bool) -> None:
         finally:
             await store.aclose()
 
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         _run(go)
-    except KeyboardInterrupt:
-        pass
 
 
 @main.command(context_settings={"ignore_unknown_options": True})
@@ -277,10 +276,8 @@ def demo(obj: Context, candidates: int, seconds: float, cluster: bool) -> None:
             argv += ["--context", obj.context]
         if obj.namespace:
             argv += ["--namespace", obj.namespace]
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         demo_module.main(argv)
-    except KeyboardInterrupt:
-        pass
 
 
 if __name__ == "__main__":
