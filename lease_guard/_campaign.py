@@ -66,6 +66,31 @@ logger = logging.getLogger("lease_guard")
 _REMEMBERED_WRITES = 32
 
 
+class Clock:
+    """The candidate's clock: trio's, unless a test makes it run at another rate.
+
+    Every time the campaign keeps (observations, deadlines, pauses) is on this clock;
+    ``at`` turns one into a trio deadline. The reliability tests give each candidate a
+    clock running fast or slow to check the clock-rate drift bound.
+    """
+
+    def __init__(self, rate: float = 1.0) -> None:
+        self.rate = rate
+
+    def now(self) -> float:
+        return trio.current_time() * self.rate
+
+    def at(self, local: float) -> float:
+        """The trio time at which ``now()`` reaches ``local`` (never a rounding error early,
+        or a timer would fire while ``now()`` still reads less and a loop would spin)."""
+        if self.rate == 1.0 or not math.isfinite(local):
+            return local
+        moment = local / self.rate
+        while moment * self.rate < local:
+            moment = math.nextafter(moment, math.inf)
+        return moment
+
+
 class Signal:
     """A level-free broadcast: ``wait()`` returns at the next ``fire()``."""
 
@@ -160,14 +185,19 @@ class Tenure:
     def lost(self) -> bool:
         return self.lost_reason is not None
 
+    @property
+    def active(self) -> bool:
+        """Not ended, and its deadline not passed (the campaign may not have noticed yet)."""
+        return not self.lost and self.campaign.clock.now() < self.deadline
+
     def extend(self, sent_at: float) -> bool:
         """Move the deadline to ``sent_at + renew_deadline``, unless the tenure already ended."""
-        if self.lost or trio.current_time() >= self.deadline:
+        if self.lost or self.campaign.clock.now() >= self.deadline:
             return False
         self.sent_at = max(self.sent_at, sent_at)
         self.deadline = self.sent_at + self.campaign.options.renew_deadline
         for scope in self._scopes:
-            scope.deadline = self.deadline
+            scope.deadline = self.campaign.clock.at(self.deadline)
         return True
 
     def lose(self, reason: str, cause: BaseException | None = None) -> None:
@@ -182,7 +212,7 @@ class Tenure:
         self.campaign.tenure_ended(self)
 
     def attach(self, scope: trio.CancelScope) -> None:
-        scope.deadline = self.deadline
+        scope.deadline = self.campaign.clock.at(self.deadline)
         if self.lost:
             scope.cancel()
         self._scopes.add(scope)
@@ -230,7 +260,9 @@ class Campaign:
         memory: Memory | None = None,
         patient: bool = True,
         on_event: Callable[[LeadershipEvent], None] = lambda event: None,
+        clock: Clock | None = None,
     ) -> None:
+        self.clock = clock or Clock()
         self.store = store
         self.options = options
         self.namespace = namespace
@@ -263,7 +295,7 @@ class Campaign:
             return
         memory.observed = record
         memory.observed_version = version
-        memory.observed_at = trio.current_time()
+        memory.observed_at = self.clock.now()
         tenure = self.tenure
         if tenure is not None and not tenure.lost:
             if record is None:
@@ -330,12 +362,12 @@ class Campaign:
         return max(chance, self._pause_until)
 
     def _may_acquire(self) -> bool:
-        return trio.current_time() >= self._chance_at()
+        return self.clock.now() >= self._chance_at()
 
     async def _wait_for_chance(self) -> None:
         """Sleep until the Lease is free, expired or ours: timers and watch events, no polling."""
         while not self._may_acquire():
-            with trio.move_on_at(self._chance_at()):
+            with trio.move_on_at(self.clock.at(self._chance_at())):
                 await self._changed.wait()
 
     # -- writes ---------------------------------------------------------------------------
@@ -372,8 +404,8 @@ class Campaign:
         term = current.transitions + 1 if current is not None else 0
         acquire_time = micro_time()
         spec = self._spec(term=term, acquire_time=acquire_time)
-        sent_at = trio.current_time()
-        with trio.move_on_at(sent_at + self.options.renew_deadline) as timeout:
+        sent_at = self.clock.now()
+        with trio.move_on_at(self.clock.at(sent_at + self.options.renew_deadline)) as timeout:
             try:
                 record = await self._write(current, spec)
             except (LeaseConflict, LeaseNotFound):
@@ -384,7 +416,7 @@ class Campaign:
                 if not self.patient:
                     raise
                 logger.warning("lease %s/%s: could not acquire: %s", self.namespace, self.options.lease, exc)
-                self._pause_until = trio.current_time() + min(
+                self._pause_until = self.clock.now() + min(
                     self.options.retry_period, exc.retry_after or self.options.retry_period
                 )
                 return None
@@ -415,16 +447,16 @@ class Campaign:
         current = self.memory.observed
         if current is None:
             tenure.lose("the Lease was deleted")
-            return trio.current_time()
+            return self.clock.now()
         spec = self._spec(term=tenure.term, acquire_time=tenure.acquire_time)
-        sent_at = trio.current_time()
+        sent_at = self.clock.now()
         retry_at = sent_at + self.options.retry_period
         try:
             record = await self._write(current, spec)
         except LeaseConflict:
             # Someone wrote since our last read: perhaps our own earlier write whose answer we
             # never saw, perhaps a new holder. The fresh state decides.
-            return trio.current_time() if await self._reread() else retry_at
+            return self.clock.now() if await self._reread() else retry_at
         except LeaseNotFound:
             self.see(None)
             return retry_at
@@ -436,7 +468,7 @@ class Campaign:
             return retry_at
         self.see(record)
         for observe in self.renewal_observers:
-            observe(trio.current_time() - sent_at)
+            observe(self.clock.now() - sent_at)
         if not tenure.extend(sent_at):
             tenure.lose(
                 f"the renewal's answer arrived after the deadline (renew_deadline {self.options.renew_deadline:g}s)"
@@ -505,7 +537,7 @@ class Campaign:
         try:
             next_attempt = tenure.sent_at + self.options.retry_period
             while not tenure.lost:
-                with trio.move_on_at(min(next_attempt, tenure.deadline)):
+                with trio.move_on_at(self.clock.at(min(next_attempt, tenure.deadline))):
                     while not (tenure.lost or self._step_down.is_set()):
                         await self._changed.wait()
                 if self._step_down.is_set() and not tenure.lost:
@@ -513,21 +545,21 @@ class Campaign:
                     tenure.lose("stepped down")
                     # Release only once no guarded code runs any more, or a follower could start
                     # while ours still unwinds. Past the deadline, let the lease expire instead.
-                    with trio.move_on_at(tenure.deadline) as waited:
+                    with trio.move_on_at(self.clock.at(tenure.deadline)) as waited:
                         await tenure.wait_guards_exited()
                     if not waited.cancelled_caught:
                         await self.release()
-                    self._pause_until = trio.current_time() + self.options.lease_duration
+                    self._pause_until = self.clock.now() + self.options.lease_duration
                     return
                 if tenure.lost:
                     return
-                if trio.current_time() >= tenure.deadline:
+                if self.clock.now() >= tenure.deadline:
                     tenure.lose(
                         f"no renewal succeeded within renew_deadline ({self.options.renew_deadline:g}s) "
                         "of the last one sent"
                     )
                     return
-                with trio.move_on_at(tenure.deadline):
+                with trio.move_on_at(self.clock.at(tenure.deadline)):
                     next_attempt = await self._renew(tenure)
         finally:
             if self.tenure is tenure:

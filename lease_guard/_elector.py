@@ -10,7 +10,7 @@ from types import TracebackType
 
 import trio
 
-from ._campaign import Campaign, EventKind, LeadershipEvent, Memory, Tenure
+from ._campaign import Campaign, Clock, EventKind, LeadershipEvent, Memory, Tenure
 from ._groups import reraise, single_exception
 from ._options import LEASE_DURATION, RENEW_DEADLINE, RETRY_PERIOD, ElectionOptions
 from .stores._protocol import LeaseStore
@@ -40,12 +40,12 @@ class Leadership:
 
     @property
     def deadline(self) -> float:
-        """The guarded scope's current hard deadline, on trio's clock.
+        """The guarded scope's current hard deadline, on trio's clock (``trio.current_time()``).
 
         It is when the last successful renewal was sent, plus renew_deadline; each
         renewal moves it forward.
         """
-        return self._tenure.deadline
+        return self._tenure.campaign.clock.at(self._tenure.deadline)
 
     def __repr__(self) -> str:
         return f"<Leadership {self.namespace}/{self.lease} identity={self.identity!r} term={self.term}>"
@@ -147,6 +147,7 @@ class Elector:
         self._scope: contextlib.AbstractAsyncContextManager[Elector] | None = None
         self._patient = True
         self._memory: Memory | None = None
+        self._clock: Clock | None = None
 
     @property
     def lease(self) -> str:
@@ -168,8 +169,8 @@ class Elector:
     @property
     def is_leader(self) -> bool:
         """True while we hold a tenure that has not ended."""
-        campaign = self._running()
-        return campaign.tenure is not None and not campaign.tenure.lost
+        tenure = self._running().tenure
+        return tenure is not None and tenure.active
 
     @property
     def leader(self) -> str | None:
@@ -180,7 +181,7 @@ class Elector:
     def term(self) -> int | None:
         """The fencing token of our current tenure, or None when we don't lead."""
         tenure = self._running().tenure
-        return tenure.term if tenure is not None and not tenure.lost else None
+        return tenure.term if tenure is not None and tenure.active else None
 
     def healthy(self, tolerance: float = 10.0) -> bool:
         """False when we believe we lead but the last renewal was sent over
@@ -195,9 +196,9 @@ class Elector:
                 sys.exit("leader election is stuck")
         """
         tenure = self._running().tenure
-        if tenure is None or tenure.lost:
+        if tenure is None or not tenure.active:
             return True
-        return trio.current_time() - tenure.sent_at <= self.options.lease_duration + tolerance
+        return self._running().clock.now() - tenure.sent_at <= self.options.lease_duration + tolerance
 
     async def wait_leading(self) -> None:
         """Wait until we lead (returns at once if we do).
@@ -302,6 +303,7 @@ class Elector:
             memory=self._memory,
             patient=self._patient,
             on_event=self._publish,
+            clock=self._clock,
         )
         token = _active.set((*_active.get(), self))
         try:

@@ -17,13 +17,18 @@ class FaultyStore:
 
     - ``stalled``: requests and the watch hang (a partition) until it is cleared;
     - ``answer_delay``: a request takes effect at once, its answer arrives this much later;
-    - ``errors``: exceptions raised by the next requests, in order, before they take effect.
+    - ``errors``: exceptions raised by the next requests, in order, before they take effect;
+    - ``write_errors``: exceptions raised by the next writes before they take effect (409s);
+    - ``errors_after_effect``: exceptions raised by the next writes *after* they took effect
+      (a timeout or a dropped connection once the server had applied the write).
     """
 
     inner: LeaseStore
     stalled: bool = False
     answer_delay: float = 0.0
     errors: list[Exception] = field(default_factory=list)
+    write_errors: list[Exception] = field(default_factory=list)
+    errors_after_effect: list[Exception] = field(default_factory=list)
     requests: list[tuple[float, str]] = field(default_factory=list)
     _healed: trio.Event = field(default_factory=trio.Event)
 
@@ -45,17 +50,20 @@ class FaultyStore:
             await self._healed.wait()
         if self.errors:
             raise self.errors.pop(0)
+        if verb in ("create", "update") and self.write_errors:
+            raise self.write_errors.pop(0)
 
-    async def _after(self) -> None:
+    async def _after(self, write: bool = True) -> None:
+        if write and self.errors_after_effect:
+            raise self.errors_after_effect.pop(0)
+        # A partition that starts later does not swallow an answer already on its way.
         if self.answer_delay:
             await trio.sleep(self.answer_delay)
-        while self.stalled:
-            await self._healed.wait()
 
     async def get(self, namespace: str, name: str) -> LeaseRecord | None:
         await self._before("get")
         result = await self.inner.get(namespace, name)
-        await self._after()
+        await self._after(write=False)
         return result
 
     async def create(self, namespace: str, name: str, spec: LeaseSpec) -> LeaseRecord:
