@@ -15,6 +15,7 @@ digits); lightkube's encoder would drop a zero fraction, which the server reject
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -56,13 +57,22 @@ class _TrioExecAuth(ExecAuth):
             if response.status_code != 401:
                 return
         command, env = self._prepare()
-        result = await trio.run_process(command, env=env, capture_stdout=True, capture_stderr=True, check=False)
+        try:
+            result = await trio.run_process(command, env=env, capture_stdout=True, capture_stderr=True, check=False)
+        except OSError as exc:
+            raise PermissionDenied(f"cannot run the kubeconfig's exec credential plugin {command[0]!r}: {exc}") from exc
         if result.returncode != 0:
             raise PermissionDenied(
                 f"the kubeconfig's exec credential plugin {command[0]!r} exited with {result.returncode}: "
                 f"{result.stderr.decode(errors='replace').strip()}"
             )
-        token = json.loads(result.stdout)["status"]["token"]
+        try:
+            token = json.loads(result.stdout)["status"]["token"]
+        except (ValueError, KeyError, TypeError) as exc:
+            raise PermissionDenied(
+                f"the kubeconfig's exec credential plugin {command[0]!r} printed no ExecCredential with a "
+                f"status.token (client certificates from plugins are not supported): {exc!r}"
+            ) from exc
         request.headers["Authorization"] = self._last_bearer = f"Bearer {token}"
         yield request
 
@@ -104,43 +114,54 @@ def _rbac_hint(verb: str, namespace: str, name: str) -> str:
     )
 
 
+def _status(exc: httpx.HTTPStatusError) -> tuple[int | None, str, str | None]:
+    """HTTP code, server message and ``details.kind`` of a failed response.
+
+    lightkube makes an ApiError only for ``Content-Type: application/json`` exactly; a
+    watch, a proxy's text/plain answer or ``application/json; charset=utf-8`` arrive as a
+    bare HTTPStatusError, whose body we read when it is there.
+    """
+    if isinstance(exc, ApiError) and exc.status is not None:
+        status = exc.status
+        code = status.code or (exc.response.status_code if exc.response is not None else None)
+        return code, status.message or "", status.details.kind if status.details is not None else None
+    response = exc.response
+    try:
+        body = json.loads(response.content)
+    except (httpx.ResponseNotRead, ValueError, TypeError):
+        body = None
+    if isinstance(body, dict) and body.get("kind") == "Status":
+        kind = (body.get("details") or {}).get("kind")
+        return response.status_code, str(body.get("message") or ""), kind
+    return response.status_code, "", None
+
+
 def translate(exc: BaseException, *, verb: str, namespace: str, name: str) -> LeaseStoreError:
     """Turn a lightkube/httpx failure into the library error that says what to do."""
     where = f"lease {namespace}/{name}"
-    if isinstance(exc, ApiError):
-        code = exc.status.code or (exc.response.status_code if exc.response is not None else None)
-        message = exc.status.message or ""
-        details = exc.status.details
+    if isinstance(exc, httpx.HTTPStatusError):
+        code, message, kind = _status(exc)
+        said = f" ({code}): {message}" if message else f" ({code})"
         if code in (401, 403):
             return PermissionDenied(
-                f"the API server refused to {verb} {where} ({code}): {message}\n" + _rbac_hint(verb, namespace, name)
+                f"the API server refused to {verb} {where}{said}\n" + _rbac_hint(verb, namespace, name)
             )
         if code == 404:
-            if verb == "create" or (details is not None and details.kind == "namespaces"):
+            if verb == "create" or kind == "namespaces":
                 return NamespaceNotFound(
                     f'cannot {verb} {where}: namespace "{namespace}" does not exist. Create it '
                     f"(kubectl create namespace {namespace}) or pass another namespace."
                 )
-            return LeaseNotFound(f"{where} was deleted: {message}")
+            return LeaseNotFound(f"{where} was not found{said}")
         if code == 409:
-            return LeaseConflict(f"{where} changed since it was read: {message}")
+            return LeaseConflict(f"{where} changed since it was read{said}")
+        if code == 410:
+            return LeaseStoreError(f"the watch of {where} expired (410 Gone){said}")
         if code == 429 or (code is not None and code >= 500):
             return StoreUnavailable(
-                f"the API server could not {verb} {where} ({code}): {message}",
-                retry_after=_retry_after(exc.response),
+                f"the API server could not {verb} {where}{said}", retry_after=_retry_after(exc.response)
             )
-        return LeaseStoreError(f"the API server refused to {verb} {where} ({code}): {message}")
-    if isinstance(exc, httpx.HTTPStatusError):
-        status = exc.response.status_code
-        if status in (401, 403):
-            return PermissionDenied(
-                f"the API server refused to {verb} {where} ({status})\n" + _rbac_hint(verb, namespace, name)
-            )
-        if status == 429 or status >= 500:
-            return StoreUnavailable(
-                f"the API server could not {verb} {where} ({status})", retry_after=_retry_after(exc.response)
-            )
-        return LeaseStoreError(f"the API server refused to {verb} {where} ({status})")
+        return LeaseStoreError(f"the API server refused to {verb} {where}{said}")
     if isinstance(exc, (httpx.TransportError, OSError, trio.BrokenResourceError)):
         return StoreUnavailable(f"cannot reach the API server to {verb} {where}: {type(exc).__name__}: {exc}")
     return LeaseStoreError(f"unexpected failure to {verb} {where}: {type(exc).__name__}: {exc}")
@@ -249,12 +270,11 @@ class KubernetesLeaseStore:
         """Read the Lease; None if it does not exist."""
         try:
             return _record(await self._client.get(Lease, name, namespace=namespace))
-        except ApiError as exc:
-            if exc.status.code == 404:
-                return None
-            raise translate(exc, verb="get", namespace=namespace, name=name) from exc
         except (httpx.HTTPError, OSError) as exc:
-            raise translate(exc, verb="get", namespace=namespace, name=name) from exc
+            failure = translate(exc, verb="get", namespace=namespace, name=name)
+            if isinstance(failure, LeaseNotFound):
+                return None
+            raise failure from exc
 
     async def create(self, namespace: str, name: str, spec: LeaseSpec) -> LeaseRecord:
         """Create the Lease; LeaseConflict if it exists."""
@@ -277,25 +297,23 @@ class KubernetesLeaseStore:
         yield record
         version = record.resource_version if record else None
         while True:
+            # lightkube's watch re-opens a stream the server ended (its watch timeout) from the
+            # last version it saw; we only come back here on a failure.
+            events: AsyncGenerator[tuple[str, Lease]] = self._client.watch(  # type: ignore[assignment]
+                Lease, namespace=namespace, fields={"metadata.name": name}, resource_version=version
+            )
             try:
-                async for kind, lease in self._client.watch(
-                    Lease,
-                    namespace=namespace,
-                    fields={"metadata.name": name},
-                    resource_version=version,
-                ):
-                    if kind == "DELETED":
-                        version = lease.metadata.resourceVersion if lease.metadata else version
-                        yield None
-                    elif kind in ("ADDED", "MODIFIED"):
-                        current = _record(lease)
-                        version = current.resource_version
-                        yield current
-                # The server ended the stream (its watch timeout): resume from where we were.
-                continue
+                async with contextlib.aclosing(events):
+                    async for kind, lease in events:
+                        if kind == "DELETED":
+                            yield None
+                        elif kind in ("ADDED", "MODIFIED"):
+                            current = _record(lease)
+                            version = current.resource_version
+                            yield current
             except (httpx.HTTPError, OSError, trio.BrokenResourceError) as exc:
                 failure = translate(exc, verb="watch", namespace=namespace, name=name)
-                if isinstance(exc, ApiError) and exc.status.code == 410:
+                if isinstance(exc, httpx.HTTPStatusError) and _status(exc)[0] == 410:
                     logger.debug("lease %s/%s: watch expired (410 Gone); re-reading", namespace, name)
                 elif isinstance(failure, (PermissionDenied, NamespaceNotFound)):
                     raise failure from exc

@@ -1,0 +1,165 @@
+"""The lease-guard CLI against the real API server, as a shell user runs it."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from kube_harness import KubeServer
+from lightkube.models.coordination_v1 import LeaseSpec
+from lightkube.models.meta_v1 import ObjectMeta
+from lightkube.resources.coordination_v1 import Lease
+
+from lease_guard.cli import EXIT_LEADERSHIP_LOST, main
+
+
+def cli(kube: KubeServer, *args: str) -> tuple[int, str]:
+    result = CliRunner().invoke(main, ["--kubeconfig", str(kube.admin_kubeconfig), "-n", kube.namespace, *args])
+    return result.exit_code, result.output
+
+
+def put_lease(kube: KubeServer, name: str, holder: str, transitions: int = 4) -> None:
+    with kube.sync_admin_client() as client:
+        lease = Lease(
+            metadata=ObjectMeta(name=name, namespace=kube.namespace),
+            spec=LeaseSpec(holderIdentity=holder, leaseDurationSeconds=60, leaseTransitions=transitions),
+        )
+        try:
+            client.create(lease)
+        except Exception:
+            current = client.get(Lease, name, namespace=kube.namespace)
+            assert current.metadata is not None
+            lease.metadata.resourceVersion = current.metadata.resourceVersion  # type: ignore[union-attr]
+            client.replace(lease)
+
+
+def holder_of(kube: KubeServer, name: str) -> str | None:
+    with kube.sync_admin_client() as client:
+        spec = client.get(Lease, name, namespace=kube.namespace).spec
+        return spec.holderIdentity if spec else None
+
+
+def test_status_shows_holder_and_term(kube: KubeServer) -> None:
+    put_lease(kube, "cli-status", "replica-7", transitions=4)
+    code, output = cli(kube, "status", "cli-status", "--json")
+    assert code == 0, output
+    info = json.loads(output)
+    assert (info["holder"], info["term"], info["lease_duration_seconds"]) == ("replica-7", 4, 60)
+    code, output = cli(kube, "status", "cli-status")
+    assert code == 0
+    assert "HOLDER      replica-7" in output
+
+
+def test_status_of_a_missing_lease_says_so(kube: KubeServer) -> None:
+    code, output = cli(kube, "status", "no-such-lease")
+    assert code == 1
+    assert "does not exist" in output
+
+
+def test_release_needs_force_and_then_clears_the_holder(kube: KubeServer) -> None:
+    put_lease(kube, "cli-release", "replica-1")
+    code, output = cli(kube, "release", "cli-release")
+    assert code == 2
+    assert "--force" in output
+    code, output = cli(kube, "release", "cli-release", "--force")
+    assert code == 0, output
+    assert "was held by replica-1" in output
+    assert not holder_of(kube, "cli-release")
+
+
+def test_bad_input_is_explained_in_plain_words(kube: KubeServer, tmp_path: Path) -> None:
+    code, output = cli(kube, "status", "Not_A_Lease")
+    assert code == 2
+    assert "DNS-1123" in output
+    result = CliRunner().invoke(main, ["--kubeconfig", str(tmp_path / "missing"), "status", "x"])
+    assert result.exit_code == 1
+    assert "cannot make a Kubernetes client" in result.output
+
+
+def lease_guard_cmd(kube: KubeServer, *args: str) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "lease_guard.cli",
+        "--kubeconfig",
+        str(kube.admin_kubeconfig),
+        "-n",
+        kube.namespace,
+        *args,
+    ]
+
+
+def test_run_passes_the_exit_code_and_releases(kube: KubeServer) -> None:
+    done = subprocess.run(
+        lease_guard_cmd(kube, "run", "cli-run", "--", sys.executable, "-c", "import sys; sys.exit(7)"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 7, done.stderr
+    assert not holder_of(kube, "cli-run")
+
+
+def test_run_stops_the_command_when_leadership_is_lost(kube: KubeServer, tmp_path: Path) -> None:
+    marker = tmp_path / "terminated"
+    script = (
+        "import signal, sys, time, pathlib\n"
+        f"signal.signal(signal.SIGTERM, lambda *a: (pathlib.Path({str(marker)!r}).touch(), sys.exit(0)))\n"
+        "print('started', flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    process = subprocess.Popen(
+        lease_guard_cmd(kube, "run", "cli-loss", "--identity", "runner", "--", sys.executable, "-c", script),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    try:
+        assert process.stdout is not None
+        assert process.stdout.readline().strip() == "started"
+        assert holder_of(kube, "cli-loss") == "runner"
+        stolen = time.monotonic()
+        put_lease(kube, "cli-loss", "operator")
+        code = process.wait(timeout=30)
+        assert time.monotonic() - stolen < 5
+    finally:
+        process.kill()
+    assert code == EXIT_LEADERSHIP_LOST
+    assert marker.exists(), "the command got SIGTERM"
+    assert holder_of(kube, "cli-loss") == "operator"
+
+
+@pytest.mark.parametrize("sig", ["SIGTERM"])
+def test_run_stops_and_releases_on_sigterm(kube: KubeServer, sig: str) -> None:
+    import signal
+
+    process = subprocess.Popen(
+        lease_guard_cmd(
+            kube,
+            "run",
+            "cli-sigterm",
+            "--identity",
+            "runner",
+            "--",
+            sys.executable,
+            "-c",
+            "import time; print('started', flush=True); time.sleep(60)",
+        ),
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        assert process.stdout.readline().strip() == "started"
+        process.send_signal(getattr(signal, sig))
+        process.wait(timeout=30)
+    finally:
+        process.kill()
+    assert not holder_of(kube, "cli-sigterm")

@@ -1,0 +1,216 @@
+"""The harness works, and examples/deploy/rbac.yaml is the least privilege
+lease_guard needs, proven with plain lightkube AsyncClient under trio."""
+
+from __future__ import annotations
+
+import contextlib
+import uuid
+
+import httpx2
+import pytest
+import trio
+from lightkube import ApiError, AsyncClient
+from lightkube.models.coordination_v1 import LeaseSpec
+from lightkube.models.core_v1 import ObjectReference
+from lightkube.models.meta_v1 import ObjectMeta
+from lightkube.models.rbac_v1 import PolicyRule
+from lightkube.resources.coordination_v1 import Lease
+from lightkube.resources.core_v1 import Event, Namespace
+from lightkube.resources.rbac_authorization_v1 import Role
+
+pytestmark = pytest.mark.integration
+
+OTHER_NS = "lease-guard-other"
+
+
+def _lease(name: str, holder: str = "a") -> Lease:
+    return Lease(metadata=ObjectMeta(name=name), spec=LeaseSpec(holderIdentity=holder, leaseDurationSeconds=15))
+
+
+async def _forbidden(coro) -> None:
+    # lightkube raises ApiError for plain requests, but a failed watch request
+    # surfaces as the bare httpx2.HTTPStatusError (ApiError's base class).
+    with pytest.raises(httpx2.HTTPStatusError) as ei:
+        await coro
+    assert ei.value.response.status_code == 403, ei.value
+
+
+async def _first(aiterable):
+    async for item in aiterable:
+        return item
+
+
+async def _delete_if_exists(client: AsyncClient, name: str, namespace: str) -> None:
+    with contextlib.suppress(ApiError):
+        await client.delete(Lease, name, namespace=namespace)
+
+
+@contextlib.asynccontextmanager
+async def _clients(*clients: AsyncClient):
+    try:
+        yield clients
+    finally:
+        for c in clients:
+            await c.close()
+
+
+@pytest.mark.trio
+async def test_admin_can_create_lease(kube):
+    name = f"admin-{uuid.uuid4().hex[:8]}"
+    async with _clients(kube.admin_client()) as (admin,):
+        created = await admin.create(_lease(name, "admin"), namespace=kube.namespace)
+        got = await admin.get(Lease, name, namespace=kube.namespace)
+        assert got.spec.holderIdentity == "admin"
+        assert got.metadata.uid == created.metadata.uid
+        await admin.delete(Lease, name, namespace=kube.namespace)
+
+
+def test_lease_name_comes_from_rbac_yaml(kube):
+    assert kube.lease_name == "lease-guard-demo"
+    assert kube.namespace == "lease-guard-test"
+
+
+@pytest.mark.trio
+async def test_user_can_create_get_update_watch_its_lease(kube):
+    ns, name = kube.namespace, kube.lease_name
+    async with _clients(kube.admin_client(), kube.user_client()) as (admin, user):
+        await _delete_if_exists(admin, name, ns)
+        try:
+            await user.create(_lease(name, "pod-1"), namespace=ns)
+            lease = await user.get(Lease, name, namespace=ns)  # default namespace also works
+            assert lease.spec.holderIdentity == "pod-1"
+            assert (await user.get(Lease, name)).metadata.uid == lease.metadata.uid
+
+            rv = lease.metadata.resourceVersion
+            lease.spec.holderIdentity = "pod-2"
+            updated = await user.replace(lease)
+            assert updated.metadata.resourceVersion != rv
+
+            # Optimistic concurrency: a stale resourceVersion is a 409, not a 403.
+            lease.spec.holderIdentity = "pod-3"
+            with pytest.raises(ApiError) as ei:
+                await user.replace(lease)
+            assert ei.value.status.code == 409
+
+            # Watch from the old resourceVersion: sees the update. The user has
+            # no "list" verb: watch + resourceNames is enough with this selector.
+            with trio.fail_after(15):
+                async with contextlib.aclosing(
+                    user.watch(Lease, namespace=ns, fields={"metadata.name": name}, resource_version=rv)
+                ) as events:
+                    async for kind, obj in events:
+                        assert obj.metadata.name == name
+                        if kind == "MODIFIED" and obj.spec.holderIdentity == "pod-2":
+                            break
+        finally:
+            await _delete_if_exists(admin, name, ns)
+
+
+@pytest.mark.trio
+async def test_user_is_forbidden_everything_else(kube):
+    ns, name = kube.namespace, kube.lease_name
+    other = f"other-{uuid.uuid4().hex[:8]}"
+    async with _clients(kube.admin_client(), kube.user_client()) as (admin, user):
+        await admin.create(_lease(other), namespace=ns)
+        await _delete_if_exists(admin, name, ns)
+        await admin.create(_lease(name), namespace=ns)
+        try:
+            # Another lease name in the namespace.
+            await _forbidden(user.get(Lease, other, namespace=ns))
+            got = await admin.get(Lease, other, namespace=ns)
+            await _forbidden(user.replace(got))
+            await _forbidden(user.patch(Lease, other, {"spec": {"holderIdentity": "x"}}, namespace=ns))
+            # Verbs not granted even on its own lease.
+            await _forbidden(user.delete(Lease, name, namespace=ns))
+            await _forbidden(user.patch(Lease, name, {"spec": {"holderIdentity": "x"}}, namespace=ns))
+            # list, and watch without the metadata.name field selector.
+            await _forbidden(_first(user.list(Lease, namespace=ns)))
+            await _forbidden(_first(user.watch(Lease, namespace=ns)))
+            await _forbidden(_first(user.watch(Lease, namespace=ns, fields={"metadata.name": other})))
+
+            # Another namespace, same lease name.
+            with contextlib.suppress(ApiError):
+                await admin.create(Namespace(metadata=ObjectMeta(name=OTHER_NS)))
+            await _delete_if_exists(admin, name, OTHER_NS)
+            await admin.create(_lease(name), namespace=OTHER_NS)
+            await _forbidden(user.get(Lease, name, namespace=OTHER_NS))
+            await _forbidden(user.create(_lease("new-one"), namespace=OTHER_NS))
+            await _forbidden(_first(user.watch(Lease, namespace=OTHER_NS, fields={"metadata.name": name})))
+        finally:
+            await _delete_if_exists(admin, other, ns)
+            await _delete_if_exists(admin, name, ns)
+            await _delete_if_exists(admin, name, OTHER_NS)
+
+
+@pytest.mark.trio
+async def test_user_can_emit_events(kube):
+    """The separate lease-guard-events Role allows core/v1 Events."""
+    async with _clients(kube.user_client()) as (user,):
+        ev = Event(
+            metadata=ObjectMeta(generateName="lease-guard-"),
+            involvedObject=ObjectReference(
+                apiVersion="coordination.k8s.io/v1", kind="Lease", name=kube.lease_name, namespace=kube.namespace
+            ),
+            reason="LeaderElected",
+            message="pod-1 became leader",
+            type="Normal",
+        )
+        created = await user.create(ev, namespace=kube.namespace)
+        await _forbidden(user.get(Event, created.metadata.name, namespace=kube.namespace))
+
+
+@pytest.mark.trio
+async def test_kubeconfig_for_rules_missing_verb_gives_403(kube):
+    """Role lease-guard from rbac.yaml minus "update": get works, update is 403.
+    The identity has no events Role: creating an Event is 403."""
+    from kube_harness import load_rbac  # the same file the fixture applied
+
+    role = next(o for o in load_rbac() if isinstance(o, Role) and o.metadata.name == "lease-guard")
+    rules = [
+        PolicyRule(
+            apiGroups=r.apiGroups,
+            resources=r.resources,
+            resourceNames=r.resourceNames,
+            verbs=[v for v in r.verbs if v != "update"],
+        )
+        for r in role.rules
+    ]
+    cfg = kube.kubeconfig_for_rules("no-update", rules)
+    ns, name = kube.namespace, kube.lease_name
+    async with _clients(kube.admin_client(), kube.client_for(cfg)) as (admin, limited):
+        await _delete_if_exists(admin, name, ns)
+        try:
+            await limited.create(_lease(name), namespace=ns)
+            lease = await limited.get(Lease, name, namespace=ns)
+            lease.spec.holderIdentity = "b"
+            await _forbidden(limited.replace(lease))
+            await _forbidden(
+                limited.create(
+                    Event(metadata=ObjectMeta(generateName="x-"), involvedObject=ObjectReference(name=name)),
+                    namespace=ns,
+                )
+            )
+        finally:
+            await _delete_if_exists(admin, name, ns)
+
+
+@pytest.mark.trio
+async def test_apiserver_restart_keeps_data(restartable_kube):
+    kube = restartable_kube
+    name = f"restart-{uuid.uuid4().hex[:8]}"
+    async with _clients(kube.admin_client()) as (admin,):
+        before = await admin.create(_lease(name, "survivor"), namespace=kube.namespace)
+
+    await trio.to_thread.run_sync(kube.stop_apiserver)
+    async with _clients(kube.admin_client()) as (admin,):
+        with pytest.raises(Exception) as ei:  # connection refused while it is down
+            await admin.get(Lease, name, namespace=kube.namespace)
+        assert not isinstance(ei.value, ApiError)
+    await trio.to_thread.run_sync(kube.start_apiserver)
+
+    async with _clients(kube.admin_client()) as (admin,):
+        after = await admin.get(Lease, name, namespace=kube.namespace)
+        assert after.metadata.uid == before.metadata.uid
+        assert after.metadata.resourceVersion == before.metadata.resourceVersion
+        assert after.spec.holderIdentity == "survivor"
+        await admin.delete(Lease, name, namespace=kube.namespace)
