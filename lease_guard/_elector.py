@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import contextvars
+import logging
 import math
 from collections.abc import AsyncIterator, Callable
 from types import TracebackType
@@ -11,9 +13,12 @@ from types import TracebackType
 import trio
 
 from ._campaign import Campaign, Clock, EventKind, LeadershipEvent, Memory, Tenure
+from ._errors import LeaseStoreError
 from ._groups import reraise, single_exception
 from ._options import LEASE_DURATION, RENEW_DEADLINE, RETRY_PERIOD, ElectionOptions
-from .stores._protocol import LeaseStore
+from .stores._protocol import EventRecorder, LeaseStore
+
+logger = logging.getLogger("lease_guard")
 
 #: The Electors running in this context, innermost last; guards reuse them.
 _active: contextvars.ContextVar[tuple[Elector, ...]] = contextvars.ContextVar("lease_guard_electors", default=())
@@ -114,6 +119,9 @@ class Elector:
         store: where the Lease lives; by default a :class:`KubernetesLeaseStore` made
             from the environment (in-cluster config or kubeconfig).
         release_on_exit: clear the holder when the block is left.
+        record_events: also record Kubernetes Events on the Lease when this candidate
+            starts and stops leading (reason ``LeaderElection``, as client-go does). Needs
+            RBAC on events; a failure to record is logged once and never affects leadership.
 
     Raises:
         ConfigurationError: an option is invalid (a ValueError naming what to change).
@@ -131,7 +139,12 @@ class Elector:
         retry_period: float = RETRY_PERIOD,
         store: LeaseStore | None = None,
         release_on_exit: bool = True,
+        record_events: bool = False,
     ) -> None:
+        self.record_events = record_events
+        self._event_backlog: collections.deque[LeadershipEvent] = collections.deque()
+        self._backlog_filled = trio.Event()
+        self._event_failure_logged = False
         self.options = ElectionOptions.build(
             lease,
             namespace=namespace,
@@ -276,12 +289,45 @@ class Elector:
         if scope.cancel_called:
             raise tenure.error()
 
+    async def _record_events(self, store: LeaseStore, namespace: str) -> None:
+        """Record leadership changes as Kubernetes Events, in order, off the campaign's path."""
+        if not isinstance(store, EventRecorder):
+            logger.warning("record_events: %s cannot record events; ignored", type(store).__name__)
+            self.record_events = False
+            return
+        while True:
+            await self._backlog_filled.wait()
+            self._backlog_filled = trio.Event()
+            await self._record_backlog(store, namespace)
+
+    async def _record_backlog(self, store: LeaseStore, namespace: str) -> None:
+        assert isinstance(store, EventRecorder)
+        while self._event_backlog:
+            event = self._event_backlog[0]
+            if event.kind is EventKind.STARTED_LEADING:
+                message = f"{self.identity} became leader"
+            else:
+                message = f"{self.identity} stopped leading: {event.reason}"
+            try:
+                with trio.move_on_after(self.options.renew_deadline):
+                    await store.record_event(
+                        namespace, self.lease, reason="LeaderElection", message=message, identity=self.identity
+                    )
+            except LeaseStoreError as exc:
+                if not self._event_failure_logged:
+                    self._event_failure_logged = True
+                    logger.warning("lease %s/%s: %s", namespace, self.lease, exc)
+            self._event_backlog.popleft()
+
     def _running(self) -> Campaign:
         if self._campaign is None:
             raise RuntimeError("this Elector is not running: use it inside `async with Elector(...) as elector:`")
         return self._campaign
 
     def _publish(self, event: LeadershipEvent) -> None:
+        if self.record_events and event.kind is not EventKind.NEW_LEADER:
+            self._event_backlog.append(event)
+            self._backlog_filled.set()
         for send in self._subscribers:
             send.send_nowait(event)
 
@@ -309,6 +355,8 @@ class Elector:
         try:
             try:
                 async with trio.open_nursery() as nursery:
+                    if self.record_events:
+                        nursery.start_soon(self._record_events, store, namespace)
                     await nursery.start(campaign.run)
                     self._campaign = campaign
                     try:
@@ -323,6 +371,11 @@ class Elector:
             finally:
                 if self.options.release_on_exit:
                     await campaign.release()
+                if self._event_backlog:
+                    # Record what is left (the stop of our last tenure), bounded like a release.
+                    with trio.move_on_after(self.options.retry_period) as flush:
+                        flush.shield = True
+                        await self._record_backlog(store, namespace)
                 for send in self._subscribers:
                     send.close()
                 if owned_store:

@@ -28,6 +28,7 @@ async def leadership(
     retry_period: float = RETRY_PERIOD,
     store: LeaseStore | None = None,
     release_on_exit: bool = True,
+    record_events: bool = False,
 ) -> AsyncIterator[Leadership]:
     """Wait until this candidate holds the Lease, then run the block as guarded code.
 
@@ -77,6 +78,7 @@ async def leadership(
             retry_period=retry_period,
             store=store,
             release_on_exit=release_on_exit,
+            record_events=record_events,
         ) as elector,
         elector.leading() as lead,
     ):

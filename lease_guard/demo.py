@@ -21,7 +21,7 @@ import trio
 
 from . import LeadershipLost, LeaseStore, MemoryLeaseStore, leadership
 
-TIMING = {"lease_duration": 4.0, "renew_deadline": 3.0, "retry_period": 1.0}
+LEASE_DURATION, RENEW_DEADLINE, RETRY_PERIOD = 4.0, 3.0, 1.0
 LEASE = "lease-guard-demo"
 
 
@@ -32,7 +32,14 @@ async def candidate(name: str, store: LeaseStore, namespace: str | None, board: 
         crash = random.random() < 0.3
         try:
             async with leadership(
-                LEASE, namespace=namespace, identity=name, store=store, release_on_exit=not crash, **TIMING
+                LEASE,
+                namespace=namespace,
+                identity=name,
+                store=store,
+                release_on_exit=not crash,
+                lease_duration=LEASE_DURATION,
+                renew_deadline=RENEW_DEADLINE,
+                retry_period=RETRY_PERIOD,
             ) as lead:
                 board[name] = f"LEADING (term {lead.term})"
                 await trio.sleep(random.uniform(2, 5))
@@ -40,7 +47,7 @@ async def candidate(name: str, store: LeaseStore, namespace: str | None, board: 
             board[name] = f"lost: {lost.reason}"
         if crash:
             board[name] = "crashed (lease left to expire)"
-            await trio.sleep(TIMING["lease_duration"] + 2)
+            await trio.sleep(LEASE_DURATION + 2)
         else:
             await trio.sleep(random.uniform(0.1, 1))
 

@@ -164,3 +164,35 @@ async def test_an_elector_is_entered_once(autojump_clock: trio.testing.MockClock
 async def test_using_an_elector_outside_its_block_says_so() -> None:
     with pytest.raises(RuntimeError, match="not running"):
         Elector(LEASE, store=MemoryLeaseStore()).is_leader  # noqa: B018
+
+
+async def test_record_events_tells_the_store_when_leadership_starts_and_stops(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    store = MemoryLeaseStore()
+    async with Elector(LEASE, identity="a", store=store, record_events=True) as elector:
+        await elector.wait_leading()
+        await trio.sleep(1)
+        store.steal(LEASE, "b")
+        await trio.sleep(1)
+    assert store.events == [
+        ("default", LEASE, "LeaderElection", "a became leader"),
+        ("default", LEASE, "LeaderElection", "a stopped leading: 'b' took the lease"),
+    ]
+
+
+class NoEventsStore(MemoryLeaseStore):
+    async def record_event(self, namespace: str, name: str, *, reason: str, message: str, identity: str) -> None:
+        raise PermissionDenied("cannot create events")
+
+
+async def test_a_failure_to_record_events_never_affects_leadership(
+    autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with Elector(LEASE, identity="a", store=NoEventsStore(), record_events=True) as elector:
+        await elector.wait_leading()
+        await trio.sleep(30)
+        assert elector.is_leader
+    assert [r.getMessage() for r in caplog.records if "cannot create events" in r.getMessage()] == [
+        f"lease default/{LEASE}: cannot create events"
+    ]

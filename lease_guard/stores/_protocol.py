@@ -47,3 +47,12 @@ class LeaseStore(Protocol):
         namespace) are raised.
         """
         ...
+
+
+@runtime_checkable
+class EventRecorder(Protocol):
+    """A store that can also record leadership events (Kubernetes Events on the Lease)."""
+
+    async def record_event(self, namespace: str, name: str, *, reason: str, message: str, identity: str) -> None:
+        """Record that something happened to the Lease; raise LeaseStoreError on failure."""
+        ...

@@ -16,6 +16,7 @@ digits); lightkube's encoder would drop a zero fraction, which the server reject
 from __future__ import annotations
 
 import contextlib
+import datetime
 import json
 import logging
 import os
@@ -27,8 +28,10 @@ import trio
 from lightkube import ApiError, AsyncClient, ConfigError, KubeConfig
 from lightkube.config.client_adapter import ExecAuth
 from lightkube.models.coordination_v1 import LeaseSpec as K8sLeaseSpec
+from lightkube.models.core_v1 import EventSource, ObjectReference
 from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.coordination_v1 import Lease
+from lightkube.resources.core_v1 import Event
 
 from .._errors import (
     ConfigurationError,
@@ -290,6 +293,39 @@ class KubernetesLeaseStore:
             return _record(await self._client.replace(lease))
         except (httpx.HTTPError, OSError) as exc:
             raise translate(exc, verb="update", namespace=current.namespace, name=current.name) from exc
+
+    async def record_event(self, namespace: str, name: str, *, reason: str, message: str, identity: str) -> None:
+        """Create a core/v1 Event about the Lease, as client-go's leader election does.
+
+        Needs ``create`` on ``events`` in the namespace (the optional Role in
+        examples/deploy/rbac.yaml).
+        """
+        now = datetime.datetime.now(datetime.UTC)
+        event = Event(
+            metadata=ObjectMeta(generateName=f"{name}.", namespace=namespace),
+            involvedObject=ObjectReference(
+                apiVersion="coordination.k8s.io/v1", kind="Lease", name=name, namespace=namespace
+            ),
+            reason=reason,
+            message=message,
+            type="Normal",
+            source=EventSource(component="lease-guard"),
+            reportingComponent="lease-guard",
+            reportingInstance=identity[:128],
+            firstTimestamp=now,
+            lastTimestamp=now,
+            count=1,
+        )
+        try:
+            await self._client.create(event)
+        except (httpx.HTTPError, OSError) as exc:
+            failure = translate(exc, verb="create", namespace=namespace, name=name)
+            if isinstance(failure, PermissionDenied):
+                raise PermissionDenied(
+                    f"cannot record a Kubernetes Event about lease {namespace}/{name}: grant create on events "
+                    "(see the lease-guard-events Role in examples/deploy/rbac.yaml), or turn record_events off"
+                ) from exc
+            raise failure from exc
 
     async def watch(self, namespace: str, name: str) -> AsyncIterator[LeaseRecord | None]:
         """The Lease now, then each change; resumes across timeouts, 410 Gone and transient errors."""

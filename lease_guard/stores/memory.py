@@ -49,6 +49,8 @@ class MemoryLeaseStore:
         self._outage: trio.Event | None = None
         self._outage_error = False
         self._tenures: dict[tuple[str, str], list[tuple[str, int, float]]] = {}
+        self.events: list[tuple[str, str, str, str]] = []
+        """Events recorded by Electors with ``record_events=True``: (namespace, lease, reason, message)."""
         self.requests = 0
         """How many get, create and update requests the store has answered or refused."""
 
@@ -173,6 +175,11 @@ class MemoryLeaseStore:
                 last_version = version
                 yield record
             await changed.wait()
+
+    async def record_event(self, namespace: str, name: str, *, reason: str, message: str, identity: str) -> None:
+        """Keep the event in :attr:`events`."""
+        await self._reach()
+        self.events.append((namespace, name, reason, message))
 
     # -- internals ------------------------------------------------------------------------
 

@@ -8,14 +8,18 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # works with any --import-mode
 
-import kube_harness
-from kube_harness import HarnessBuildError, HarnessUnavailable, KubeServer
+if TYPE_CHECKING:  # mypy names the file by its path (tests/ is a package); pytest imports it as top-level
+    from tests.integration import kube_harness
+else:
+    import kube_harness
 
 _HERE = Path(__file__).resolve().parent
 
@@ -35,15 +39,15 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 @pytest.fixture(scope="session")
-def kube() -> KubeServer:
+def kube() -> Iterator[kube_harness.KubeServer]:
     """A running kube-apiserver with namespace, least-privilege RBAC and kubeconfigs."""
     gen = kube_harness.kube_server()
-    problem = None
+    problem: str | None = None
     try:
         server = next(gen)
-    except HarnessUnavailable as e:
+    except kube_harness.HarnessUnavailable as e:
         problem = f"integration harness unavailable: {e}"
-    except HarnessBuildError as e:
+    except kube_harness.HarnessBuildError as e:
         problem = f"{e}\n({kube_harness.ENABLE_HINT})"
     if problem is not None:  # outside `except`: no chained traceback
         if _in_ci():
@@ -56,7 +60,7 @@ def kube() -> KubeServer:
 
 
 @pytest.fixture
-def restartable_kube(kube: KubeServer) -> KubeServer:
+def restartable_kube(kube: kube_harness.KubeServer) -> kube_harness.KubeServer:
     """`kube`, skipping the test if the API server can't be stopped/started
     (LEASE_GUARD_KUBECONFIG). Use this rather than skipping inside a trio test:
     a skip raised inside trio loses its message."""

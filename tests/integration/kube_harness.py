@@ -24,8 +24,10 @@ from __future__ import annotations
 import atexit
 import base64
 import concurrent.futures
+import contextlib
 import datetime
 import ipaddress
+import json
 import os
 import shutil
 import signal
@@ -37,12 +39,12 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
-import yaml
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -94,8 +96,8 @@ def load_rbac() -> list[Any]:
 def lease_name_from_rbac(objs: Sequence[Any] | None = None) -> str:
     """The one Lease name that Role `lease-guard` grants in rbac.yaml."""
     for obj in objs if objs is not None else load_rbac():
-        if isinstance(obj, Role) and obj.metadata.name == SERVICE_ACCOUNT:
-            names = {n for r in obj.rules if "leases" in r.resources for n in r.resourceNames or ()}
+        if isinstance(obj, Role) and obj.metadata is not None and obj.metadata.name == SERVICE_ACCOUNT:
+            names = {n for r in obj.rules or () if "leases" in (r.resources or ()) for n in r.resourceNames or ()}
             if len(names) == 1:
                 return names.pop()
             raise ValueError(f"{RBAC_YAML}: expected one lease resourceName, found {names}")
@@ -143,7 +145,15 @@ def _write_key(path: Path, key: ec.EllipticCurvePrivateKey) -> None:
     path.chmod(0o600)
 
 
-def _cert(subject: x509.Name, key, issuer: x509.Name, issuer_key, *, ca: bool, ext=()) -> x509.Certificate:
+def _cert(
+    subject: x509.Name,
+    key: ec.EllipticCurvePrivateKey,
+    issuer: x509.Name,
+    issuer_key: ec.EllipticCurvePrivateKey,
+    *,
+    ca: bool,
+    ext: Sequence[x509.ExtensionType] = (),
+) -> x509.Certificate:
     now = datetime.datetime.now(datetime.UTC)
     b = (
         x509.CertificateBuilder()
@@ -241,8 +251,10 @@ def _b64(path: Path) -> str:
     return base64.b64encode(path.read_bytes()).decode()
 
 
-def write_kubeconfig(path: Path, cluster: dict, user: dict, namespace: str) -> Path:
-    """Write a one-context kubeconfig; `cluster` / `user` are kubeconfig dicts."""
+def write_kubeconfig(path: Path, cluster: Mapping[str, object], user: Mapping[str, object], namespace: str) -> Path:
+    """Write a one-context kubeconfig; `cluster` / `user` are kubeconfig dicts.
+
+    Written as JSON, which is YAML too: kubectl and lightkube read it as usual."""
     conf = {
         "apiVersion": "v1",
         "kind": "Config",
@@ -251,16 +263,18 @@ def write_kubeconfig(path: Path, cluster: dict, user: dict, namespace: str) -> P
         "contexts": [{"name": "harness", "context": {"cluster": "harness", "user": "harness", "namespace": namespace}}],
         "current-context": "harness",
     }
-    path.write_text(yaml.safe_dump(conf))
+    path.write_text(json.dumps(conf, indent=2) + "\n")
     path.chmod(0o600)
     return path
 
 
-def _cluster_entry(admin_kubeconfig: Path) -> dict:
+def _cluster_entry(admin_kubeconfig: Path) -> dict[str, str | bool]:
     """Cluster dict (server + CA, embedded) of the current context of a kubeconfig."""
     sc = KubeConfig.from_file(admin_kubeconfig).get()
+    if sc is None:
+        raise ValueError(f"{admin_kubeconfig}: no current context")
     c = sc.cluster
-    entry: dict = {"server": c.server}
+    entry: dict[str, str | bool] = {"server": c.server}
     if c.certificate_auth_data:
         entry["certificate-authority-data"] = c.certificate_auth_data
     elif c.certificate_auth:
@@ -307,7 +321,7 @@ class _Proc:
 
     def __init__(self, name: str, argv: list[str], log: Path):
         self.name, self.argv, self.log = name, argv, log
-        self.popen: subprocess.Popen | None = None
+        self.popen: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
         if self.popen is not None:
@@ -340,20 +354,16 @@ class _Proc:
             return
         try:
             for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 10.0)):
-                try:
+                with contextlib.suppress(ProcessLookupError):
                     os.killpg(p.pid, sig)
-                except ProcessLookupError:
-                    pass
                 try:
                     p.wait(wait)
                     break
                 except subprocess.TimeoutExpired:
                     continue
             # Reap anything left in the group (nothing expected).
-            try:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(p.pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
         finally:
             self.popen = None
             _LIVE.discard(self)
@@ -362,10 +372,11 @@ class _Proc:
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        port: int = s.getsockname()[1]
+        return port
 
 
-def _wait(what: str, proc: _Proc, check, timeout: float) -> float:
+def _wait(what: str, proc: _Proc, check: Callable[[], bool], timeout: float) -> float:
     """Poll check() until true; fail early if proc died. Returns seconds waited."""
     t0 = time.monotonic()
     last = "no attempt"
@@ -441,7 +452,8 @@ class LocalCluster:
 
     def _ok(self, url: str) -> bool:
         with self._opener.open(url, timeout=5) as r:
-            return r.status == 200
+            status: int = r.status
+            return status == 200
 
     def start_etcd(self) -> None:
         self.etcd.start()
@@ -533,16 +545,16 @@ class KubeServer:
         Blocking (sync client); fine to call from a trio test."""
         ns = namespace or self.namespace
         with self.sync_admin_client() as c:
-            c.apply(ServiceAccount(metadata=ObjectMeta(name=name)), namespace=ns, force=True)
-            c.apply(Role(metadata=ObjectMeta(name=name), rules=list(rules)), namespace=ns, force=True)
-            c.apply(
+            _apply(c, ServiceAccount(metadata=ObjectMeta(name=name)), ns)
+            _apply(c, Role(metadata=ObjectMeta(name=name), rules=list(rules)), ns)
+            _apply(
+                c,
                 RoleBinding(
                     metadata=ObjectMeta(name=name),
                     roleRef=RoleRef(apiGroup="rbac.authorization.k8s.io", kind="Role", name=name),
                     subjects=[Subject(kind="ServiceAccount", name=name, namespace=ns)],
                 ),
-                namespace=ns,
-                force=True,
+                ns,
             )
             token = _request_token(c, name, ns)
             _wait_rbac(c, ns, name, rules)
@@ -551,13 +563,24 @@ class KubeServer:
         )
 
 
+def _apply(c: Client, obj: Any, namespace: str) -> None:
+    """Server-side apply (forced) of a namespaced object into `namespace`."""
+    # lightkube's Client.apply overload for namespaced resources omits the `namespace`
+    # keyword that its implementation accepts (and the other methods' overloads have).
+    c.apply(obj, namespace=namespace, force=True)  # type: ignore[call-overload]
+
+
+def _pick(values: Sequence[str] | None, default: str | None) -> str | None:
+    """First non-wildcard entry of a PolicyRule list, else `default`."""
+    return next((v for v in values or () if v != "*"), default)
+
+
 def _wait_rbac(c: Client, ns: str, sa: str, rules: Sequence[PolicyRule], timeout: float = 30.0) -> None:
     """Wait until the authorizer (informer-fed, so slightly behind) applies the
     first resource rule to the ServiceAccount, so tests don't see stale 403s."""
     rule = next((r for r in rules if r.resources and r.verbs), None)
     if rule is None:
         return
-    pick = lambda xs, default: next((x for x in xs or () if x != "*"), default)  # noqa: E731
     sar = SubjectAccessReview(
         metadata=ObjectMeta(),
         spec=SubjectAccessReviewSpec(
@@ -565,17 +588,22 @@ def _wait_rbac(c: Client, ns: str, sa: str, rules: Sequence[PolicyRule], timeout
             groups=["system:serviceaccounts", f"system:serviceaccounts:{ns}", "system:authenticated"],
             resourceAttributes=ResourceAttributes(
                 namespace=ns,
-                verb=pick(rule.verbs, "get"),
-                group=pick(rule.apiGroups, ""),
-                resource=pick(rule.resources, "leases"),
-                name=pick(rule.resourceNames, None),
+                verb=_pick(rule.verbs, "get"),
+                group=_pick(rule.apiGroups, ""),
+                resource=_pick(rule.resources, "leases"),
+                name=_pick(rule.resourceNames, None),
             ),
         ),
     )
     deadline = time.monotonic() + timeout
-    while not c.create(sar).status.allowed:
+    while True:
+        # A review without a status is an answer we can't trust: not allowed (yet).
+        status = c.create(sar).status
+        if status is not None and status.allowed:
+            return
         if time.monotonic() > deadline:
-            raise RuntimeError(f"RBAC for {ns}/{sa} not effective after {timeout}s")
+            detail = "no status in the SubjectAccessReview" if status is None else f"reason: {status.reason!r}"
+            raise RuntimeError(f"RBAC for {ns}/{sa} not effective after {timeout}s ({detail})")
         time.sleep(0.05)
 
 
@@ -587,6 +615,8 @@ def _request_token(c: Client, sa: str, ns: str) -> str:
         sa,
         namespace=ns,
     )
+    if tr.status is None or not tr.status.token:
+        raise RuntimeError(f"TokenRequest for ServiceAccount {ns}/{sa} returned no token")
     return tr.status.token
 
 
@@ -604,18 +634,18 @@ def _setup_identities(server: KubeServer) -> bool:
             created = False
         rbac = load_rbac()
         for obj in rbac:
-            c.apply(obj, namespace=server.namespace, force=True)
+            _apply(c, obj, server.namespace)
         token = _request_token(c, SERVICE_ACCOUNT, server.namespace)
         for obj in rbac:
             if isinstance(obj, Role):
-                _wait_rbac(c, server.namespace, SERVICE_ACCOUNT, obj.rules)
+                _wait_rbac(c, server.namespace, SERVICE_ACCOUNT, obj.rules or ())
     write_kubeconfig(
         server.user_kubeconfig, _cluster_entry(server.admin_kubeconfig), {"token": token}, server.namespace
     )
     return created
 
 
-def kube_server() -> Iterator[KubeServer]:
+def kube_server() -> Generator[KubeServer, None, None]:
     """Generator behind the session fixture: start (or attach), yield, tear down.
 
     Raises HarnessUnavailable (skip) or HarnessBuildError (skip, or fail in CI)."""
@@ -629,15 +659,16 @@ def kube_server() -> Iterator[KubeServer]:
             admin = Path(external).expanduser().resolve()
             cluster = _cluster_entry(admin)
             ca_path = None
-            if "certificate-authority-data" in cluster:
+            ca_data = cluster.get("certificate-authority-data")
+            if isinstance(ca_data, str):
                 ca_path = workdir / "ca.crt"
-                ca_path.write_bytes(base64.b64decode(cluster["certificate-authority-data"]))
+                ca_path.write_bytes(base64.b64decode(ca_data))
             server = KubeServer(
                 admin_kubeconfig=admin,
                 user_kubeconfig=workdir / "user.kubeconfig",
                 namespace=NAMESPACE,
                 lease_name=lease_name_from_rbac(),
-                url=cluster["server"],
+                url=str(cluster["server"]),
                 ca_path=ca_path,
                 workdir=workdir,
             )
@@ -646,11 +677,11 @@ def kube_server() -> Iterator[KubeServer]:
             local = LocalCluster(binary, workdir)
             local.start_etcd()
             local.start_apiserver()
-            c = local.certs
+            certs = local.certs
             admin = write_kubeconfig(
                 workdir / "admin.kubeconfig",
-                {"server": local.url, "certificate-authority-data": _b64(c.ca)},
-                {"client-certificate-data": _b64(c.admin_cert), "client-key-data": _b64(c.admin_key)},
+                {"server": local.url, "certificate-authority-data": _b64(certs.ca)},
+                {"client-certificate-data": _b64(certs.admin_cert), "client-key-data": _b64(certs.admin_key)},
                 NAMESPACE,
             )
             server = KubeServer(
@@ -659,7 +690,7 @@ def kube_server() -> Iterator[KubeServer]:
                 namespace=NAMESPACE,
                 lease_name=lease_name_from_rbac(),
                 url=local.url,
-                ca_path=c.ca,
+                ca_path=certs.ca,
                 workdir=workdir,
                 local=local,
             )
@@ -669,9 +700,55 @@ def kube_server() -> Iterator[KubeServer]:
         if local is not None:
             local.close()
         elif server is not None and created_ns:
-            try:  # existing cluster: remove what we created
-                with server.sync_admin_client() as c:
-                    c.delete(Namespace, server.namespace)
-            except Exception:
-                pass
+            # Existing cluster: remove what we created (best effort).
+            with contextlib.suppress(Exception), server.sync_admin_client() as client:
+                client.delete(Namespace, server.namespace)
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------
+# python tests/integration/kube_harness.py: a server to try lease_guard against
+
+
+def main() -> int:
+    """Start the harness, print how to use it, serve until Ctrl-C / SIGTERM, tear down."""
+
+    def interrupt(signum: int, frame: FrameType | None) -> None:
+        # Once: a second Ctrl-C must not cut the teardown short.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, interrupt)
+    signal.signal(signal.SIGTERM, interrupt)
+    print("starting etcd + kube-apiserver (the first run builds them, which takes a while) ...", flush=True)
+    try:
+        with contextlib.contextmanager(kube_server)() as kube:
+            admin, user, ns = kube.admin_kubeconfig, kube.user_kubeconfig, kube.namespace
+            print(
+                f"""
+kube-apiserver               {kube.url}   (work folder {kube.workdir})
+admin kubeconfig             {admin}
+least-privilege kubeconfig   {user}   (examples/deploy/rbac.yaml)
+namespace                    {ns}
+lease                        {kube.lease_name}
+
+Run the demo, and watch the Lease from another terminal once the demo has created it:
+  python -m lease_guard.demo --kubeconfig {user} -n {ns}
+  kubectl --kubeconfig {admin} -n {ns} get lease {kube.lease_name} -w
+
+Ctrl-C (or SIGTERM) stops the server and removes {kube.workdir}.""",
+                flush=True,
+            )
+            while True:
+                time.sleep(3600)
+    except KeyboardInterrupt:
+        print("stopped", flush=True)
+    except (HarnessUnavailable, HarnessBuildError) as e:
+        print(f"error: {e}\n({ENABLE_HINT})", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -8,15 +8,18 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from click.testing import CliRunner
-from kube_harness import KubeServer
 from lightkube.models.coordination_v1 import LeaseSpec
 from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.coordination_v1 import Lease
 
 from lease_guard.cli import EXIT_LEADERSHIP_LOST, main
+
+if TYPE_CHECKING:
+    from tests.integration.kube_harness import KubeServer
 
 
 def cli(kube: KubeServer, *args: str) -> tuple[int, str]:

@@ -9,13 +9,15 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
-from kube_harness import KubeServer
 from lightkube import codecs
 from lightkube.resources.apps_v1 import Deployment
 
 DEPLOY = Path(__file__).resolve().parents[2] / "examples" / "deploy"
+
+if TYPE_CHECKING:
+    from tests.integration.kube_harness import KubeServer
 
 
 def test_the_deployment_manifest_is_accepted_and_uses_the_shared_service_account(kube: KubeServer) -> None:

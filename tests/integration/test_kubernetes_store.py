@@ -10,15 +10,15 @@ import itertools
 import json
 import re
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx2 as httpx
 import pytest
 import trio
-from kube_harness import KubeServer
 from lightkube import AsyncClient
 from lightkube.models.rbac_v1 import PolicyRule
 from lightkube.resources.coordination_v1 import Lease
+from lightkube.resources.core_v1 import Event
 
 from lease_guard import (
     Elector,
@@ -32,6 +32,9 @@ from lease_guard import (
 FAST: dict[str, Any] = {"lease_duration": 4, "renew_deadline": 3, "retry_period": 1}
 MICRO_TIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")
 _names = itertools.count()
+
+if TYPE_CHECKING:
+    from tests.integration.kube_harness import KubeServer
 
 
 def fresh_lease() -> str:
@@ -310,3 +313,28 @@ async def test_lightkube_typed_read_of_leases_other_clients_wrote(kube: KubeServ
     lease = await admin.get(Lease, name, namespace=kube.namespace)
     assert lease.spec is not None
     assert lease.spec.holderIdentity == "x"
+
+
+async def test_kubernetes_events_are_recorded_on_the_lease(kube: KubeServer, admin: AsyncClient) -> None:
+    store = store_for(kube, kube.user_kubeconfig)  # the least-privilege identity, with the events Role
+    async with Elector(kube.lease_name, identity="eventful", store=store, record_events=True, **FAST) as elector:
+        async with elector.leading():
+            pass
+        elector.step_down()
+    with trio.fail_after(30):
+        while True:
+            events = [
+                event
+                async for event in admin.list(
+                    Event, namespace=kube.namespace, fields={"involvedObject.name": kube.lease_name}
+                )
+                if event.reportingInstance == "eventful"
+            ]
+            if len(events) >= 2:
+                break
+            await trio.sleep(0.1)
+    messages = sorted(event.message or "" for event in events)
+    assert messages[0] == "eventful became leader"
+    assert messages[1].startswith("eventful stopped leading")
+    assert {event.reason for event in events} == {"LeaderElection"}
+    assert {event.involvedObject.kind for event in events} == {"Lease"}

@@ -1,0 +1,998 @@
+"""Benchmark lease_guard against other leader-election libraries on a real kube-apiserver.
+
+    python benchmarks/run.py --quick                 # ~15 min: fast profile, 5 trials, metrics 1-3, 6, 7
+    python benchmarks/run.py                         # full: both profiles, 20 trials, 10 min steady state
+    python benchmarks/run.py --profile default --trials 5 --steady-seconds 60 --only lease-guard,client-go
+    python benchmarks/run.py --render benchmarks/results/results-XXXX.json   # re-render BENCHMARKS.md
+
+Starts etcd + kube-apiserver with tests/integration/kube_harness.py, builds the peers
+(benchmarks/peers/*/build.sh) and runs them as subprocesses that print JSON lines with
+CLOCK_MONOTONIC timestamps; this script timestamps its own actions with time.monotonic()
+(the same clock). Raw results go to benchmarks/results/results-<stamp>.json, charts to
+benchmarks/results/*.png, the report to BENCHMARKS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime
+import json
+import os
+import platform
+import re
+import shlex
+import signal
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import traceback
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+BENCH = REPO / "benchmarks"
+RESULTS = BENCH / "results"
+sys.path.insert(0, str(REPO / "tests" / "integration"))
+
+PROFILES = {"default": (15.0, 10.0, 2.0), "fast": (4.0, 3.0, 1.0)}
+IMPLS = ["lease-guard", "client-go", "python-threaded", "python-asyncio", "kube-leader-election"]
+LATENCY_METRICS = {
+    "handover": "handover (follower started - leader stopped)",
+    "handover_from_sigterm": "handover from SIGTERM",
+    "failover": "failover after SIGKILL",
+    "failover_excess": "failover - lease_duration",
+    "loss_detection": "loss detection (from PUT returned)",
+    "loss_detection_from_sent": "loss detection (from PUT sent)",
+}
+
+_COND = threading.Condition()
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+# --------------------------------------------------------------------------------------
+# Peers
+
+
+def build_peers(only: list[str]) -> tuple[dict[str, list[str]], dict[str, str]]:
+    """argv prefix per implementation, and the reason for each that failed to build."""
+    argv: dict[str, list[str]] = {}
+    failed: dict[str, str] = {}
+
+    def build(script: str) -> str:
+        proc = subprocess.run(["bash", str(BENCH / "peers" / script / "build.sh")], capture_output=True, text=True)
+        lines = proc.stdout.strip().splitlines()
+        if proc.returncode != 0 or not lines or not Path(lines[-1]).exists():
+            tail = (proc.stdout + proc.stderr).strip().splitlines()[-5:]
+            raise RuntimeError(f"build.sh exit {proc.returncode}: " + " | ".join(tail))
+        return lines[-1]
+
+    for impl in only:
+        try:
+            if impl == "lease-guard":
+                argv[impl] = [sys.executable, str(BENCH / "peers" / "lease-guard" / "peer.py")]
+            elif impl == "client-go":
+                argv[impl] = [build("client-go")]
+            elif impl in ("python-threaded", "python-asyncio"):
+                py = build("python-kubernetes")
+                script = "threaded.py" if impl == "python-threaded" else "aio.py"
+                argv[impl] = [py, str(BENCH / "peers" / "python-kubernetes" / script)]
+            elif impl == "kube-leader-election":
+                argv[impl] = [build("kube-leader-election")]
+            else:
+                raise RuntimeError(f"unknown implementation {impl!r}")
+        except Exception as e:  # noqa: BLE001 - reported, the run goes on without it
+            failed[impl] = str(e)
+            log(f"SKIP {impl}: build failed: {e}")
+    return argv, failed
+
+
+class Peer:
+    def __init__(self, impl: str, argv: list[str], log_path: Path, env: dict[str, str]) -> None:
+        self.impl = impl
+        self.events: list[dict[str, Any]] = []
+        self.identity = argv[argv.index("--identity") + 1]
+        self._err = log_path.open("ab")
+        self._err.write(f"\n==== {shlex.join(argv)}\n".encode())
+        self._err.flush()
+        self.proc = subprocess.Popen(
+            argv, stdout=subprocess.PIPE, stderr=self._err, stdin=subprocess.DEVNULL, env=env, start_new_session=True
+        )
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for raw in self.proc.stdout:
+            try:
+                ev = json.loads(raw)
+            except ValueError:
+                continue
+            ev["_recv"] = time.monotonic()
+            with _COND:
+                self.events.append(ev)
+                _COND.notify_all()
+        with _COND:
+            self.events.append({"event": "_eof", "t": time.monotonic()})
+            _COND.notify_all()
+
+    def find(self, event: str, start: int = 0) -> dict[str, Any] | None:
+        return next((e for e in self.events[start:] if e["event"] == event), None)
+
+    def signal(self, sig: int) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.proc.pid, sig)
+
+    def stop(self, timeout: float = 20.0) -> None:
+        if self.proc.poll() is None:
+            self.signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.signal(signal.SIGKILL)
+                self.proc.wait(10)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self._reader.join(5)
+        self._err.close()
+
+    def proc_stats(self) -> dict[str, float]:
+        """CPU seconds (utime+stime) and VmHWM (MB) from /proc."""
+        with open(f"/proc/{self.proc.pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        ticks = os.sysconf("SC_CLK_TCK")
+        cpu = (int(fields[11]) + int(fields[12])) / ticks
+        hwm = float("nan")
+        with open(f"/proc/{self.proc.pid}/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    hwm = int(line.split()[1]) / 1024
+        return {"cpu_s": cpu, "rss_peak_mb": hwm}
+
+
+def wait_for(pred: Callable[[], Any], timeout: float) -> Any:
+    """Wait (on peer output) until pred() returns something truthy; None on timeout."""
+    deadline = time.monotonic() + timeout
+    with _COND:
+        while True:
+            got = pred()
+            if got:
+                return got
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return None
+            _COND.wait(min(left, 0.5))
+
+
+class TrialError(Exception):
+    pass
+
+
+# --------------------------------------------------------------------------------------
+# The bench context
+
+
+class Bench:
+    def __init__(self, kube: Any, args: argparse.Namespace, argv: dict[str, list[str]]) -> None:
+        from lightkube.models.rbac_v1 import PolicyRule
+
+        self.kube, self.args, self.argv = kube, args, argv
+        self.ns = kube.namespace
+        self.admin = kube.sync_admin_client()
+        self.watch_client = kube.sync_admin_client()
+        # One ServiceAccount for every peer: any Lease in the namespace, nothing else.
+        self.peer_kubeconfig = kube.kubeconfig_for_rules(
+            "bench-peer",
+            [
+                PolicyRule(
+                    apiGroups=["coordination.k8s.io"],
+                    resources=["leases"],
+                    verbs=["get", "list", "watch", "create", "update", "patch"],
+                )
+            ],
+        )
+        self.env = dict(os.environ, NO_PROXY="127.0.0.1,localhost", no_proxy="127.0.0.1,localhost", TZ="UTC")
+        self.logdir = RESULTS / "logs"
+        self.logdir.mkdir(parents=True, exist_ok=True)
+        self.seq = 0
+        self.stamp = time.strftime("%Y%m%d-%H%M%S")
+
+    def lease_name(self, what: str) -> str:
+        self.seq += 1
+        return f"b{self.stamp[-6:]}-{what}-{self.seq}"
+
+    def spawn(self, impl: str, profile: str, lease: str, identity: str, *extra: str) -> Peer:
+        ld, rd, rp = PROFILES[profile]
+        argv = [
+            *self.argv[impl],
+            "--kubeconfig", str(self.peer_kubeconfig),
+            "--namespace", self.ns,
+            "--lease", lease,
+            "--identity", identity,
+            "--lease-duration", f"{ld:g}",
+            "--renew-deadline", f"{rd:g}",
+            "--retry-period", f"{rp:g}",
+            *extra,
+        ]  # fmt: skip
+        return Peer(impl, argv, self.logdir / f"{impl}.log", self.env)
+
+    # admin-side Lease operations -----------------------------------------------------
+
+    def create_lease(self, name: str, holder: str | None = None, duration: int | None = None) -> Any:
+        from lightkube.models.coordination_v1 import LeaseSpec
+        from lightkube.models.meta_v1 import ObjectMeta
+        from lightkube.resources.coordination_v1 import Lease
+
+        spec = LeaseSpec()
+        if holder is not None:
+            now = datetime.datetime.now(datetime.UTC)
+            spec = LeaseSpec(
+                holderIdentity=holder,
+                leaseDurationSeconds=duration,
+                acquireTime=now,
+                renewTime=now,
+                leaseTransitions=0,
+            )
+        return self.admin.create(Lease(metadata=ObjectMeta(name=name, namespace=self.ns), spec=spec))
+
+    def steal(self, name: str) -> tuple[float, float]:
+        """PUT holderIdentity=admin-steal with a resourceVersion precondition; (sent, returned)."""
+        from lightkube import ApiError
+        from lightkube.resources.coordination_v1 import Lease
+
+        for _ in range(50):
+            obj = self.admin.get(Lease, name, namespace=self.ns)
+            now = datetime.datetime.now(datetime.UTC)
+            obj.spec.holderIdentity = "admin-steal"
+            obj.spec.leaseDurationSeconds = 3600
+            obj.spec.acquireTime = now
+            obj.spec.renewTime = now
+            obj.spec.leaseTransitions = (obj.spec.leaseTransitions or 0) + 1
+            t0 = time.monotonic()
+            try:
+                self.admin.replace(obj)
+            except ApiError as e:
+                if e.status.code == 409:
+                    continue
+                raise
+            return t0, time.monotonic()
+        raise TrialError("steal: 50 conflicts in a row")
+
+    def delete_lease(self, name: str) -> None:
+        from lightkube.resources.coordination_v1 import Lease
+
+        with contextlib.suppress(Exception):
+            self.admin.delete(Lease, name, namespace=self.ns)
+
+    # pairs -------------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def candidates(self, impl: str, profile: str, what: str, n: int) -> Iterator[tuple[str, list[Peer]]]:
+        lease = self.lease_name(what)
+        if impl == "python-asyncio":
+            self.create_lease(lease)  # aio.py cannot create a Lease (kubernetes 37.0.2 bug)
+        peers: list[Peer] = []
+        try:
+            for i in range(n):
+                peers.append(self.spawn(impl, profile, lease, f"{impl}-{self.seq}-{'ab'[i]}"))
+            if not wait_for(lambda: all(p.find("ready") for p in peers), 90):
+                raise TrialError("peers not ready within 90 s")
+            yield lease, peers
+        finally:
+            for p in peers:
+                p.stop()
+            self.delete_lease(lease)
+
+    def wait_leader(self, peers: list[Peer], profile: str) -> tuple[Peer, int]:
+        ld, _, _ = PROFILES[profile]
+        leader = wait_for(lambda: next((p for p in peers if p.find("started")), None), 2 * ld + 60)
+        if leader is None:
+            raise TrialError("nobody started leading")
+        # steady state: a couple of renewals observed by the follower before acting
+        time.sleep(PROFILES[profile][2] * 2 + 0.5)
+        if leader.find("stopped"):
+            raise TrialError("leader stopped on its own before the action")
+        return leader, len(leader.events)
+
+    # metrics -----------------------------------------------------------------------------
+
+    def trial_handover(self, impl: str, profile: str) -> dict[str, float]:
+        ld, rd, rp = PROFILES[profile]
+        with self.candidates(impl, profile, "ho", 2) as (_, peers):
+            leader, _ = self.wait_leader(peers, profile)
+            follower = next(p for p in peers if p is not leader)
+            start = len(follower.events)
+            t_term = time.monotonic()
+            leader.signal(signal.SIGTERM)
+            got = wait_for(lambda: follower.find("started", start), 2 * ld + 30)
+            stopped = wait_for(lambda: leader.find("stopped"), 30)
+            if not got:
+                raise TrialError("follower did not take over")
+            if not stopped:
+                raise TrialError("leader printed no 'stopped'")
+            return {"handover": got["t"] - stopped["t"], "handover_from_sigterm": got["t"] - t_term}
+
+    def trial_failover(self, impl: str, profile: str) -> dict[str, float]:
+        ld, rd, rp = PROFILES[profile]
+        with self.candidates(impl, profile, "fo", 2) as (_, peers):
+            leader, _ = self.wait_leader(peers, profile)
+            follower = next(p for p in peers if p is not leader)
+            start = len(follower.events)
+            t_kill = time.monotonic()
+            leader.signal(signal.SIGKILL)
+            got = wait_for(lambda: follower.find("started", start), 3 * ld + 30)
+            if not got:
+                raise TrialError("follower did not take over")
+            return {"failover": got["t"] - t_kill, "failover_excess": got["t"] - t_kill - ld}
+
+    def trial_loss(self, impl: str, profile: str) -> dict[str, float]:
+        ld, rd, rp = PROFILES[profile]
+        with self.candidates(impl, profile, "loss", 1) as (lease, peers):
+            leader, start = self.wait_leader(peers, profile)
+            t_sent, t_ret = self.steal(lease)
+            got = wait_for(lambda: leader.find("stopped", start), ld + rd + 30)
+            if not got:
+                raise TrialError("leader did not notice the steal")
+            return {"loss_detection": got["t"] - t_ret, "loss_detection_from_sent": got["t"] - t_sent}
+
+    def floor(self, n: int) -> dict[str, list[float]]:
+        """Raw PUT round trip (admin) and watch delivery to a second bare lightkube client."""
+        from lightkube.resources.coordination_v1 import Lease
+
+        name = self.lease_name("floor")
+        obj = self.create_lease(name, "floor", 15)
+        seen: dict[str, float] = {}
+
+        def watch() -> None:
+            with contextlib.suppress(Exception):
+                for _, lease in self.watch_client.watch(
+                    Lease, namespace=self.ns, fields={"metadata.name": name}, resource_version=obj.metadata.resourceVersion
+                ):
+                    t = time.monotonic()
+                    with _COND:
+                        seen[lease.metadata.resourceVersion] = t
+                        _COND.notify_all()
+
+        threading.Thread(target=watch, daemon=True).start()
+        time.sleep(1.0)  # let the watch open
+        put, delivery = [], []
+        cur = self.admin.get(Lease, name, namespace=self.ns)
+        for _ in range(n):
+            cur.spec.renewTime = datetime.datetime.now(datetime.UTC)
+            t0 = time.monotonic()
+            cur = self.admin.replace(cur)
+            t1 = time.monotonic()
+            rv = cur.metadata.resourceVersion
+            t2 = wait_for(lambda: seen.get(rv), 10)
+            put.append(t1 - t0)
+            if t2:
+                delivery.append(t2 - t0)
+            time.sleep(0.2)
+        self.delete_lease(name)
+        return {"put_rtt": put, "watch_delivery": delivery}
+
+    # server-side request counting (apiserver /metrics) ---------------------------------
+
+    def lease_requests(self) -> dict[str, float]:
+        """apiserver_request_total for resource=leases summed by verb (all users)."""
+        http = self.admin._client._client  # lightkube Client -> httpx Client with the admin cert
+        text = http.get(self.kube.url + "/metrics").text
+        out: dict[str, float] = {}
+        for line in text.splitlines():
+            if line.startswith("apiserver_request_total{") and 'resource="leases"' in line:
+                verb = re.search(r'verb="([^"]*)"', line)
+                key = verb.group(1) if verb else "?"
+                out[key] = out.get(key, 0.0) + float(line.rsplit(" ", 1)[1])
+            if line.startswith("apiserver_longrunning_requests{") and 'resource="leases"' in line:
+                out["open_watches"] = out.get("open_watches", 0.0) + float(line.rsplit(" ", 1)[1])
+        return out
+
+    def requests_window(self, impl: str, profile: str, role: str, seconds: float) -> dict[str, Any]:
+        """Requests of ONE process over `seconds`: as leader, or as follower of a Lease the
+        admin holds and renews every retry_period (the admin's own requests are subtracted)."""
+        from lightkube import ApiError
+        from lightkube.resources.coordination_v1 import Lease
+
+        ld, rd, rp = PROFILES[profile]
+        lease = self.lease_name("req")
+        own = {"GET": 0, "PUT": 0}
+        stop = threading.Event()
+        if role == "follower":
+            self.create_lease(lease, "admin-holder", int(ld))
+
+            def renew() -> None:
+                cur = self.admin.get(Lease, lease, namespace=self.ns)
+                own["GET"] += 1
+                while not stop.wait(rp):
+                    cur.spec.renewTime = datetime.datetime.now(datetime.UTC)
+                    try:
+                        own["PUT"] += 1
+                        cur = self.admin.replace(cur)
+                    except ApiError:
+                        own["GET"] += 1
+                        cur = self.admin.get(Lease, lease, namespace=self.ns)
+
+            renewer = threading.Thread(target=renew, daemon=True)
+            renewer.start()
+        elif impl == "python-asyncio":
+            self.create_lease(lease)
+        extra = ("--count-requests",) if impl == "lease-guard" else ()
+        peer = self.spawn(impl, profile, lease, f"{impl}-{self.seq}-{role}", *extra)
+        try:
+            if not wait_for(lambda: peer.find("ready"), 90):
+                raise TrialError("peer not ready")
+            if role == "leader" and not wait_for(lambda: peer.find("started"), 2 * ld + 60):
+                raise TrialError("did not lead")
+            time.sleep(rp * 2 + 0.5)
+            if role == "follower" and peer.find("started"):
+                raise TrialError("follower took the admin-held Lease")
+            own0 = dict(own)
+            n0 = len(peer.events)
+            if impl == "lease-guard":
+                peer.signal(signal.SIGUSR1)
+            m0, t0 = self.lease_requests(), time.monotonic()
+            time.sleep(seconds)
+            m1, t1 = self.lease_requests(), time.monotonic()
+            if impl == "lease-guard":
+                peer.signal(signal.SIGUSR1)
+            if role == "follower" and peer.find("started"):
+                raise TrialError("follower took the admin-held Lease during the window")
+            minutes = (t1 - t0) / 60
+            server = {
+                v: (m1.get(v, 0) - m0.get(v, 0)) / minutes
+                for v in set(m0) | set(m1)
+                if v != "open_watches" and m1.get(v, 0) != m0.get(v, 0)
+            }
+            server["GET"] = server.get("GET", 0) - (own["GET"] - own0["GET"]) / minutes
+            server["PUT"] = server.get("PUT", 0) - (own["PUT"] - own0["PUT"]) / minutes
+            server = {v: round(x, 2) for v, x in server.items() if abs(x) > 0.01}
+            res: dict[str, Any] = {
+                "server_per_min": server,
+                "server_total_per_min": round(sum(server.values()), 2),
+                "open_watches": m1.get("open_watches", 0),
+            }
+            if impl == "lease-guard":
+                def two_snaps() -> list[dict[str, Any]] | None:
+                    snaps = [e for e in peer.events[n0:] if e["event"] == "requests"]
+                    return snaps[:2] if len(snaps) >= 2 else None
+
+                snaps = wait_for(two_snaps, 10)
+                if snaps:
+                    a, b = snaps[0]["counts"], snaps[1]["counts"]
+                    mins = (snaps[1]["t"] - snaps[0]["t"]) / 60
+                    res["client_per_min"] = {
+                        k: round((b.get(k, 0) - a.get(k, 0)) / mins, 2) for k in b if b.get(k, 0) != a.get(k, 0)
+                    }
+            return res
+        finally:
+            stop.set()
+            peer.stop()
+            self.delete_lease(lease)
+
+    def steady(self, impl: str, profile: str, seconds: float) -> dict[str, Any]:
+        ld, rd, rp = PROFILES[profile]
+        with self.candidates(impl, profile, "steady", 2) as (_, peers):
+            leader, _ = self.wait_leader(peers, profile)
+            follower = next(p for p in peers if p is not leader)
+            s0 = {p.identity: p.proc_stats() for p in peers}
+            t0 = time.monotonic()
+            time.sleep(seconds)
+            wall = time.monotonic() - t0
+            s1 = {p.identity: p.proc_stats() for p in peers}
+            out = {}
+            for role, p in (("leader", leader), ("follower", follower)):
+                cpu = s1[p.identity]["cpu_s"] - s0[p.identity]["cpu_s"]
+                out[role] = {
+                    "cpu_s": round(cpu, 3),
+                    "cpu_s_per_min": round(cpu / wall * 60, 4),
+                    "rss_peak_mb": round(s1[p.identity]["rss_peak_mb"], 1),
+                }
+            out["window_s"] = round(wall, 1)
+            out["still_leading"] = not leader.find("stopped")
+            return out
+
+    def scale(self, k: int, seconds: float) -> dict[str, Any]:
+        argv = [
+            sys.executable, str(BENCH / "scale.py"),
+            "--kubeconfig", str(self.peer_kubeconfig),
+            "--namespace", self.ns,
+            "--leases", str(k),
+            "--seconds", f"{seconds:g}",
+            "--prefix", self.lease_name(f"scale{k}"),
+        ]  # fmt: skip
+        with (self.logdir / "scale.log").open("ab") as err:
+            proc = subprocess.run(argv, stdout=subprocess.PIPE, stderr=err, text=True, env=self.env, timeout=1800)
+        lines = proc.stdout.strip().splitlines()
+        if proc.returncode != 0 or not lines:
+            raise TrialError(f"scale.py exit {proc.returncode}")
+        return json.loads(lines[-1])
+
+
+# --------------------------------------------------------------------------------------
+# Statistics, table, charts, report
+
+
+def summarize(xs: list[float]) -> dict[str, float] | None:
+    if not xs:
+        return None
+    s = sorted(xs)
+    p95 = s[min(len(s) - 1, max(0, round(0.95 * (len(s) - 1))))]
+    return {"n": len(s), "median": statistics.median(s), "p95": p95, "min": s[0], "max": s[-1]}
+
+
+def ms(x: float | None) -> str:
+    return "—" if x is None else f"{x * 1000:.0f}"
+
+
+def latency_table(res: dict[str, Any], profile: str) -> str:
+    impls = [i for i in res["impls"] if res["latency"].get(profile, {}).get(i)]
+    if not impls:
+        return ""
+    floor = res.get("floor_s")
+    cols = [m for m in LATENCY_METRICS if any(res["latency"][profile][i].get(m) for i in impls)]
+    head = "| implementation | " + " | ".join(f"{LATENCY_METRICS[m]}: median / p95 (min–max) ms" for m in cols)
+    lines = [head + " | failed trials |", "|" + "---|" * (len(cols) + 2)]
+    for i in impls:
+        row = res["latency"][profile][i]
+        cells = []
+        for m in cols:
+            s = summarize(row.get(m, []))
+            if s is None:
+                cells.append("—")
+                continue
+            cell = f"{ms(s['median'])} / {ms(s['p95'])} ({ms(s['min'])}–{ms(s['max'])}) n={s['n']}"
+            if floor and m in ("handover", "loss_detection"):
+                cell += f" = {s['median'] / floor:.1f}× floor"
+            cells.append(cell)
+        fails = sum(len(v) for v in res["errors"].get(profile, {}).get(i, {}).values())
+        lines.append(f"| {i} | " + " | ".join(cells) + f" | {fails} |")
+    return "\n".join(lines)
+
+
+def requests_table(res: dict[str, Any], profile: str) -> str:
+    data = res.get("requests", {}).get(profile, {})
+    if not data:
+        return ""
+    lines = [
+        "| implementation | role | server-side lease requests/min (by verb) | total/min | open watches | lease_guard client-side count/min |",
+        "|---|---|---|---|---|---|",
+    ]
+    for impl, roles in data.items():
+        for role, r in roles.items():
+            if "error" in r:
+                lines.append(f"| {impl} | {role} | error: {r['error']} | | | |")
+                continue
+            verbs = ", ".join(f"{v} {x:g}" for v, x in sorted(r["server_per_min"].items()))
+            lines.append(
+                f"| {impl} | {role} | {verbs} | {r['server_total_per_min']:g} | {r['open_watches']:g} | {r.get('client_per_min', '')} |"
+            )
+    return "\n".join(lines)
+
+
+def steady_table(res: dict[str, Any], profile: str) -> str:
+    data = res.get("steady", {}).get(profile, {})
+    if not data:
+        return ""
+    lines = [
+        "| implementation | window s | leader CPU s/min | leader peak RSS MB | follower CPU s/min | follower peak RSS MB |",
+        "|---|---|---|---|---|---|",
+    ]
+    for impl, r in data.items():
+        if "error" in r:
+            lines.append(f"| {impl} | error: {r['error']} | | | | |")
+            continue
+        L, F = r["leader"], r["follower"]
+        lines.append(
+            f"| {impl} | {r['window_s']:g} | {L['cpu_s_per_min']:.3f} | {L['rss_peak_mb']:.1f} | {F['cpu_s_per_min']:.3f} | {F['rss_peak_mb']:.1f} |"
+        )
+    return "\n".join(lines)
+
+
+def scale_table(res: dict[str, Any]) -> str:
+    data = res.get("scale", {})
+    if not data:
+        return ""
+    lines = [
+        "| leases K | clients | startup s | CPU fraction (1.0 = one core) | requests/s | renewals seen / expected | lateness median / p99 / max ms | tenures lost | peak RSS MB |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for k, r in data.items():
+        if "cpu_fraction" not in r:
+            lines.append(f"| {k} | error: {r.get('error')} | | | | | | | |")
+            continue
+        lines.append(
+            f"| {k} | {r['clients']} | {r['startup_s']:.1f} | {r['cpu_fraction']:.3f} | {r['requests_per_s']:.1f} | "
+            f"{r['renewals']} / {r['expected_renewals']:.0f} | {ms(r['lateness_median'])} / {ms(r['lateness_p99'])} / {ms(r['lateness_max'])} | "
+            f"{r['lost']} | {r['rss_peak_mb']:.0f} |" + (f" {r['error']}" if r.get("error") else "")
+        )
+    return "\n".join(lines)
+
+
+def floor_text(res: dict[str, Any]) -> str:
+    f = res.get("floor")
+    if not f:
+        return ""
+    a, b = summarize(f["put_rtt"]), summarize(f["watch_delivery"])
+    if not a or not b:
+        return "floor: not measured"
+    return (
+        f"Floor (n={a['n']}): raw PUT round trip median {a['median'] * 1000:.1f} ms (p95 {a['p95'] * 1000:.1f}); "
+        f"watch delivery (PUT sent → event on a second bare lightkube client) median {b['median'] * 1000:.1f} ms "
+        f"(p95 {b['p95'] * 1000:.1f}); **floor = PUT RTT + watch delivery = {res['floor_s'] * 1000:.1f} ms** (medians)."
+    )
+
+
+def charts(res: dict[str, Any], stamp: str) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    files = []
+    for profile, by_impl in res["latency"].items():
+        for m, title in LATENCY_METRICS.items():
+            data = [(i, by_impl[i].get(m, [])) for i in res["impls"] if by_impl.get(i, {}).get(m)]
+            if not data:
+                continue
+            fig, ax = plt.subplots(figsize=(8, 0.6 * len(data) + 1.5))
+            ax.boxplot([[x * 1000 for x in d] for _, d in data], vert=False, whis=(5, 95), showfliers=False)
+            for y, (_, d) in enumerate(data, start=1):
+                ax.scatter([x * 1000 for x in d], [y] * len(d), s=12, alpha=0.6, color="tab:red", zorder=3)
+            ax.set_yticks(range(1, len(data) + 1), [i for i, _ in data])
+            ax.set_xlabel("ms")
+            if m in ("handover", "loss_detection") and res.get("floor_s"):
+                ax.axvline(res["floor_s"] * 1000 * 3, ls="--", color="gray", label="3× floor")
+                ax.legend(loc="best")
+            lo = min(min(d) for _, d in data) * 1000
+            hi = max(max(d) for _, d in data) * 1000
+            if lo > 0 and hi / lo > 50:
+                ax.set_xscale("log")
+            ax.set_title(f"{title} — profile {profile} {PROFILES[profile]}")
+            fig.tight_layout()
+            path = RESULTS / f"{stamp}-{profile}-{m}.png"
+            fig.savefig(path, dpi=90)
+            plt.close(fig)
+            files.append(path.name)
+    return files
+
+
+def machine_info() -> dict[str, str]:
+    def run(*cmd: str) -> str:
+        try:
+            return subprocess.run(cmd, capture_output=True, text=True, timeout=30).stdout.strip().splitlines()[0]
+        except Exception:  # noqa: BLE001
+            return "?"
+
+    cpu = "?"
+    with contextlib.suppress(OSError), open("/proc/cpuinfo") as f:
+        cpu = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), "?")
+    mem = "?"
+    with contextlib.suppress(OSError), open("/proc/meminfo") as f:
+        mem = f"{int(f.readline().split()[1]) / 1024 / 1024:.1f} GiB"
+    from importlib.metadata import version
+
+    libs = {}
+    for pkg in ("lease_guard", "trio", "lightkube", "httpx2"):
+        with contextlib.suppress(Exception):
+            libs[pkg] = version(pkg.replace("_", "-"))
+    return {
+        "nproc": str(os.cpu_count()),
+        "cpu": cpu,
+        "memory": mem,
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "go": run("go", "version"),
+        "rust": run("rustc", "--version"),
+        "libraries": ", ".join(f"{k} {v}" for k, v in libs.items())
+        + "; peers: client-go v0.37.2, kubernetes (Python) 37.0.2, kube-leader-election 0.44.0 (kube 4.2.0)",
+        "loadavg_start": Path("/proc/loadavg").read_text().strip(),
+    }
+
+
+NOTES = """\
+### Peer behaviour and known bugs
+
+- **python-threaded / python-asyncio** (official `kubernetes` 37.0.2): neither library can release
+  the Lease or stop `run()` on SIGTERM, so "handover" after a graceful stop is really a failover
+  (~lease_duration). `--lease-duration` must be whole seconds; retry_period >= 1.
+- **python-asyncio**: `LeaseLock.create` passes `pretty=True` where pydantic wants a string, so it
+  never creates a missing Lease: the bench creates an empty Lease before starting it (the other
+  implementations start on a missing Lease). It also writes local wall-clock time with a `Z`
+  suffix (with `TZ=Asia/Tokyo` renewTime lands 9 h in the future); the bench runs peers with TZ=UTC.
+- **client-go** prints `stopped` in `OnStoppedLeading`, which runs *after* the release, so the
+  follower can print `started` before the old leader prints `stopped`: its handover can be negative;
+  "handover from SIGTERM" is the comparable number.
+- **kube-leader-election** (Rust 0.44.0) polls `try_acquire_or_renew()` every retry_period and has
+  no renew deadline; errors leave the last state unchanged (a leader that cannot reach the API
+  keeps believing it leads). It compares renewTime with its own wall clock.
+- **lease_guard** prints `stopped` when the guarded block is cancelled; the Elector then releases
+  the Lease (one PUT) and the follower, which watches the Lease, acquires it (one PUT).
+
+### Method
+
+Handover/failover: two candidates of one implementation on a fresh Lease; once one leads and
+2×retry_period+0.5 s have passed (steady state), SIGTERM (handover) or SIGKILL (failover) it.
+Times are the peers' own CLOCK_MONOTONIC stamps (`started`/`stopped`) and the runner's
+`time.monotonic()` just before `os.kill`. Loss detection: one candidate; the admin GETs the Lease
+and PUTs holderIdentity=admin-steal (resourceVersion precondition, leaseDurationSeconds 3600).
+Requests: ONE process alone over the window (leader; or follower of a Lease that the runner
+holds and renews every retry_period), counted server-side from kube-apiserver's
+`apiserver_request_total{resource="leases"}` (the runner's own renewals subtracted), plus
+lease_guard's client-side count (httpx request hook in the peer). WATCH requests are counted
+by the server only when they end, so the open-watch gauge is shown too.
+CPU/RSS: leader + follower over the steady window, /proc/<pid>/stat utime+stime and VmHWM.
+"""
+
+
+def render(res: dict[str, Any], json_name: str) -> str:
+    m = res["machine"]
+    out = [
+        "# lease_guard benchmarks",
+        "",
+        f"Produced by `{res['command']}` on {res['date']} (wall time {res.get('elapsed_s', 0) / 60:.1f} min).",
+        f"Raw results: [benchmarks/results/{json_name}](benchmarks/results/{json_name}).",
+        "",
+        "## Machine",
+        "",
+        f"- {m['nproc']} CPUs: {m['cpu']}; memory {m['memory']}; kernel {m['kernel']}",
+        f"- Python {m['python']}; {m['go']}; {m['rust']}",
+        f"- {m['libraries']}",
+        f"- /proc/loadavg at start: `{m['loadavg_start']}`, at end: `{res.get('loadavg_end', '?')}`. "
+        "The machine is shared with other work (builds, tests), so tails are noisy; "
+        "kube-apiserver + etcd run on the same 2 cores.",
+        "",
+    ]
+    if res.get("skipped"):
+        out += ["Skipped implementations: " + "; ".join(f"**{k}**: {v}" for k, v in res["skipped"].items()), ""]
+    out += ["## Floor", "", floor_text(res), ""]
+    for profile in res["latency"]:
+        ld, rd, rp = PROFILES[profile]
+        out += [
+            f"## Latencies — profile `{profile}` (lease_duration {ld:g} s, renew_deadline {rd:g} s, retry_period {rp:g} s)",
+            "",
+            latency_table(res, profile),
+            "",
+        ]
+        errs = res["errors"].get(profile, {})
+        for impl, by_metric in errs.items():
+            for metric, msgs in by_metric.items():
+                if msgs:
+                    out.append(f"- failed trials, {impl} {metric}: " + "; ".join(sorted(set(msgs))))
+        out.append("")
+        for f in res.get("charts", []):
+            if f"-{profile}-" in f:
+                out.append(f"![{f}](benchmarks/results/{f})")
+        out.append("")
+    for profile in PROFILES:
+        t = requests_table(res, profile)
+        if t:
+            out += [f"## API requests per minute — profile `{profile}`", "", t, ""]
+        t = steady_table(res, profile)
+        if t:
+            out += [f"## CPU and memory in steady leadership — profile `{profile}`", "", t, ""]
+    t = scale_table(res)
+    if t:
+        out += ["## Scale: K leases in one lease_guard process (retry_period 2 s)", "", t, ""]
+    out += ["## Targets", "", *res.get("targets", []), ""]
+    out += [NOTES, ""]
+    if res.get("not_measured"):
+        out += ["### Not measured in this run", "", *[f"- {x}" for x in res["not_measured"]], ""]
+    if res.get("extra_notes"):
+        out += ["### Findings", "", res["extra_notes"], ""]
+    return "\n".join(out)
+
+
+def check_targets(res: dict[str, Any]) -> list[str]:
+    out = []
+    floor = res.get("floor_s")
+    for profile, by_impl in res["latency"].items():
+        lg = by_impl.get("lease-guard", {})
+        ld = PROFILES[profile][0]
+        for m, name in (("handover", "handover"), ("loss_detection", "loss detection")):
+            s = summarize(lg.get(m, []))
+            if s and floor:
+                ok = s["median"] <= 3 * floor
+                ok95 = s["p95"] <= 3 * floor
+                out.append(
+                    f"- [{profile}] {name} within 3× floor ({3 * floor * 1000:.0f} ms): median {s['median'] * 1000:.0f} ms "
+                    f"{'OK' if ok else 'MISSED'}, p95 {s['p95'] * 1000:.0f} ms {'OK' if ok95 else 'MISSED'}"
+                )
+        s = summarize(lg.get("failover_excess", []))
+        if s:
+            out.append(
+                f"- [{profile}] failover within lease_duration + 100 ms: excess median {s['median'] * 1000:.0f} ms "
+                f"{'OK' if s['median'] <= 0.1 else 'MISSED'}, max {s['max'] * 1000:.0f} ms {'OK' if s['max'] <= 0.1 else 'MISSED'}"
+            )
+    for profile, by_impl in res.get("requests", {}).items():
+        f = by_impl.get("lease-guard", {}).get("follower")
+        if f and "error" not in f:
+            extra = {v: x for v, x in f["server_per_min"].items() if v != "WATCH"}
+            out.append(
+                f"- [{profile}] idle follower makes no requests beyond its watch: {extra or 'none'} "
+                f"({'OK' if not any(x > 0.5 for x in extra.values()) else 'MISSED'}); open watches {f['open_watches']:g}"
+            )
+    big = res.get("scale", {}).get("1000")
+    if big and "cpu_fraction" in big:
+        out.append(
+            f"- 1000 leases at retry_period 2 s on at most one core: CPU fraction {big['cpu_fraction']:.2f} "
+            f"{'OK' if big['cpu_fraction'] <= 1.0 else 'MISSED'}, worst lateness {ms(big['lateness_max'])} ms"
+        )
+    elif res.get("scale"):
+        out.append("- 1000 leases: not measured in this run (see Scale)")
+    return out
+
+
+def print_table(res: dict[str, Any]) -> None:
+    print()
+    print(floor_text(res))
+    for profile in res["latency"]:
+        print(f"\n== profile {profile} {PROFILES[profile]}")
+        print(latency_table(res, profile))
+    for profile in PROFILES:
+        for t in (requests_table(res, profile), steady_table(res, profile)):
+            if t:
+                print(f"\n== {profile}\n{t}")
+    if res.get("scale"):
+        print("\n== scale\n" + scale_table(res))
+    print("\n== targets")
+    print("\n".join(res.get("targets", [])))
+
+
+def finish(res: dict[str, Any], json_path: Path) -> None:
+    res["targets"] = check_targets(res)
+    with contextlib.suppress(Exception):
+        res["charts"] = charts(res, json_path.stem.removeprefix("results-"))
+    json_path.write_text(json.dumps(res, indent=1))
+    (REPO / "BENCHMARKS.md").write_text(render(res, json_path.name))
+    print_table(res)
+    log(f"wrote {json_path} and {REPO / 'BENCHMARKS.md'}")
+
+
+# --------------------------------------------------------------------------------------
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--quick", action="store_true", help="5 trials, fast profile, metrics 1-3, 6 (K<=100), 7")
+    p.add_argument("--trials", type=int)
+    p.add_argument("--profile", choices=["default", "fast", "both"])
+    p.add_argument("--only", help="comma-separated implementations: " + ",".join(IMPLS))
+    p.add_argument("--steady-seconds", type=float, default=600.0)
+    p.add_argument("--request-seconds", type=float, default=60.0)
+    p.add_argument("--scale-seconds", type=float, help="steady window of each scale run (default 60, quick 30)")
+    p.add_argument("--scale-k", help="comma-separated K values (default 1,10,100,1000; quick 1,10,100)")
+    p.add_argument("--floor-samples", type=int, default=30)
+    p.add_argument("--skip", default="", help="comma-separated metric groups to skip: latency,requests,steady,scale")
+    p.add_argument("--render", type=Path, help="re-render BENCHMARKS.md from a results JSON and exit")
+    args = p.parse_args()
+
+    if args.render:
+        res = json.loads(args.render.read_text())
+        finish(res, args.render)
+        return 0
+
+    trials = args.trials or (5 if args.quick else 20)
+    profiles = {"default": ["default"], "fast": ["fast"], "both": ["default", "fast"], None: None}[args.profile]
+    profiles = profiles or (["fast"] if args.quick else ["default", "fast"])
+    only = args.only.split(",") if args.only else list(IMPLS)
+    skip = set(filter(None, args.skip.split(",")))
+    if args.quick:
+        skip |= {"requests", "steady"}
+    scale_k = [int(k) for k in (args.scale_k or ("1,10,100" if args.quick else "1,10,100,1000")).split(",")]
+    scale_s = args.scale_seconds or (30.0 if args.quick else 60.0)
+
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    json_path = RESULTS / f"results-{stamp}.json"
+    cmd = "python benchmarks/run.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    if os.environ.get("NOX_CURRENT_SESSION"):
+        cmd = "nox -s bench -- " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    res: dict[str, Any] = {
+        "command": cmd.strip(),
+        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "machine": machine_info(),
+        "profiles": profiles,
+        "trials": trials,
+        "latency": {pr: {} for pr in profiles},
+        "errors": {pr: {} for pr in profiles},
+        "requests": {},
+        "steady": {},
+        "scale": {},
+        "not_measured": [],
+    }
+    if args.quick:
+        res["not_measured"].append("requests per minute and CPU/RSS (skipped by --quick)")
+    t_begin = time.monotonic()
+
+    import kube_harness
+
+    argv, failed = build_peers(only)
+    res["skipped"] = {k: f"build failed: {v}" for k, v in failed.items()}
+    res["impls"] = [i for i in only if i in argv]
+    os.environ.setdefault("NO_PROXY", "127.0.0.1,localhost")
+    log("starting kube-apiserver + etcd ...")
+    try:
+        with contextlib.contextmanager(kube_harness.kube_server)() as kube:
+            bench = Bench(kube, args, argv)
+            log("measuring the floor")
+            res["floor"] = bench.floor(args.floor_samples)
+            a, b = summarize(res["floor"]["put_rtt"]), summarize(res["floor"]["watch_delivery"])
+            res["floor_s"] = (a["median"] + b["median"]) if a and b else None
+            log(floor_text(res))
+
+            def save() -> None:
+                res["elapsed_s"] = time.monotonic() - t_begin
+                json_path.write_text(json.dumps(res, indent=1))
+
+            for profile in profiles:
+                if "latency" in skip:
+                    break
+                for impl in res["impls"]:
+                    lat = res["latency"][profile].setdefault(impl, {})
+                    err = res["errors"][profile].setdefault(impl, {})
+                    for name, fn in (
+                        ("handover", bench.trial_handover),
+                        ("failover", bench.trial_failover),
+                        ("loss", bench.trial_loss),
+                    ):
+                        for n in range(trials):
+                            try:
+                                r = fn(impl, profile)
+                            except Exception as e:  # noqa: BLE001 - a failed trial is a result
+                                err.setdefault(name, []).append(f"{type(e).__name__}: {e}")
+                                log(f"{profile} {impl} {name} #{n + 1}: FAILED {e}")
+                                if not isinstance(e, TrialError):
+                                    traceback.print_exc()
+                                continue
+                            for k, v in r.items():
+                                lat.setdefault(k, []).append(v)
+                            log(f"{profile} {impl} {name} #{n + 1}: " + ", ".join(f"{k}={v * 1000:.0f}ms" for k, v in r.items()))
+                        save()
+            for profile in profiles:
+                if "requests" not in skip:
+                    for impl in res["impls"]:
+                        for role in ("follower", "leader"):
+                            try:
+                                r = bench.requests_window(impl, profile, role, args.request_seconds)
+                            except Exception as e:  # noqa: BLE001
+                                r = {"error": f"{type(e).__name__}: {e}"}
+                            res["requests"].setdefault(profile, {}).setdefault(impl, {})[role] = r
+                            log(f"{profile} {impl} requests {role}: {r}")
+                            save()
+                if "steady" not in skip:
+                    for impl in res["impls"]:
+                        try:
+                            r = bench.steady(impl, profile, args.steady_seconds)
+                        except Exception as e:  # noqa: BLE001
+                            r = {"error": f"{type(e).__name__}: {e}"}
+                        res["steady"].setdefault(profile, {})[impl] = r
+                        log(f"{profile} {impl} steady: {r}")
+                        save()
+            if "scale" not in skip and "lease-guard" in res["impls"]:
+                for k in scale_k:
+                    try:
+                        r = bench.scale(k, scale_s)
+                    except Exception as e:  # noqa: BLE001
+                        r = {"error": f"{type(e).__name__}: {e}"}
+                    res["scale"][str(k)] = r
+                    log(f"scale K={k}: {r}")
+                    save()
+            bench.admin.close()
+            bench.watch_client.close()
+    except KeyboardInterrupt:
+        log("interrupted: writing what was measured")
+        res["not_measured"].append("the run was interrupted; later metrics are missing")
+    res["elapsed_s"] = time.monotonic() - t_begin
+    res["loadavg_end"] = Path("/proc/loadavg").read_text().strip()
+    finish(res, json_path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

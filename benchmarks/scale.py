@@ -1,0 +1,200 @@
+"""Scale benchmark: K leases in ONE trio process, one lease_guard Elector per lease.
+
+    python benchmarks/scale.py --kubeconfig PATH --namespace NS --leases K [--seconds S]
+        [--retry-period 2] [--leases-per-client 50] [--prefix NAME]
+
+Prints one JSON object (last line of stdout) with, over a steady window of S seconds
+once every Elector leads:
+    cpu_fraction     (utime+stime of this process) / wall time: 1.0 = one core
+    requests_per_s   HTTP requests sent by the clients (httpx request hook), by method
+    lateness_*       renewal lateness: for each Lease, (time a renewal's store.update was
+                     called) - (previous write's call time + retry_period), the time the
+                     Elector schedules it for; max, p99, median over all renewals
+    lost             tenures that ended during the window (should be 0)
+    rss_peak_mb      VmHWM of this process
+
+Clients: lightkube's HTTP/1.1 client holds one connection per open watch and httpx
+pools at most 100 connections per client, so one client cannot carry more than ~90
+watches plus the renewals; ``--leases-per-client`` (default 50) spreads the Electors
+over ceil(K / n) clients. ``--leases-per-client 0`` = one shared client (starves at K >= 100).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import resource
+import statistics
+import sys
+import time
+from collections import Counter
+from collections.abc import AsyncIterator
+from typing import Any
+
+import trio
+
+from lease_guard import Elector, KubernetesLeaseStore, LeadershipLost, LeaseRecord, LeaseSpec
+
+
+class TimedStore:
+    """Delegates to a KubernetesLeaseStore; records when each Lease write was called."""
+
+    def __init__(self, inner: KubernetesLeaseStore, bench: Bench) -> None:
+        self.inner, self.bench = inner, bench
+
+    @property
+    def default_namespace(self) -> str:
+        return self.inner.default_namespace
+
+    async def get(self, namespace: str, name: str) -> LeaseRecord | None:
+        return await self.inner.get(namespace, name)
+
+    async def create(self, namespace: str, name: str, spec: LeaseSpec) -> LeaseRecord:
+        self.bench.wrote(name, initial=True)
+        return await self.inner.create(namespace, name, spec)
+
+    async def update(self, current: LeaseRecord, spec: LeaseSpec) -> LeaseRecord:
+        self.bench.wrote(current.name, initial=False)
+        return await self.inner.update(current, spec)
+
+    def watch(self, namespace: str, name: str) -> AsyncIterator[LeaseRecord | None]:
+        return self.inner.watch(namespace, name)
+
+
+class Bench:
+    def __init__(self, retry_period: float) -> None:
+        self.retry_period = retry_period
+        self.last_write: dict[str, float] = {}
+        self.lateness: list[float] = []
+        self.measuring = False
+        self.requests: Counter[str] = Counter()
+        self.leading = 0
+        self.lost = 0
+        self.all_leading = trio.Event()
+
+    def wrote(self, name: str, *, initial: bool) -> None:
+        now = time.monotonic()
+        prev = self.last_write.get(name)
+        if self.measuring and prev is not None and not initial:
+            self.lateness.append(now - (prev + self.retry_period))
+        self.last_write[name] = now
+
+
+def count_requests(store: KubernetesLeaseStore, bench: Bench) -> None:
+    http: Any = store._client._client._client
+
+    async def on_request(request: Any) -> None:
+        if bench.measuring:
+            kind = "WATCH" if request.method == "GET" and "watch" in request.url.params else request.method
+            bench.requests[kind] += 1
+
+    hooks = dict(http.event_hooks)
+    hooks["request"] = [*hooks.get("request", []), on_request]
+    http.event_hooks = hooks
+
+
+def cpu_seconds() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def vm_hwm_mb() -> float:
+    with open(f"/proc/{os.getpid()}/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+async def main(args: argparse.Namespace) -> dict[str, Any]:
+    k = args.leases
+    bench = Bench(args.retry_period)
+    per = args.leases_per_client or k
+    n_clients = math.ceil(k / per)
+    stores = [KubernetesLeaseStore.from_kubeconfig(args.kubeconfig, namespace=args.namespace) for _ in range(n_clients)]
+    for s in stores:
+        count_requests(s, bench)
+    t_start = time.monotonic()
+
+    async def candidate(i: int) -> None:
+        store = TimedStore(stores[i // per], bench)
+        async with Elector(
+            f"{args.prefix}-{i}",
+            namespace=args.namespace,
+            identity=f"scale-{i}",
+            lease_duration=args.lease_duration,
+            renew_deadline=args.renew_deadline,
+            retry_period=args.retry_period,
+            store=store,
+        ) as elector:
+            while True:
+                try:
+                    async with elector.leading():
+                        bench.leading += 1
+                        if bench.leading == k:
+                            bench.all_leading.set()
+                        try:
+                            await trio.sleep_forever()
+                        finally:
+                            bench.leading -= 1
+                except LeadershipLost:
+                    bench.lost += 1
+
+    result: dict[str, Any] = {"leases": k, "clients": n_clients, "retry_period": args.retry_period}
+    try:
+        async with trio.open_nursery() as nursery:
+            for i in range(k):
+                nursery.start_soon(candidate, i)
+            with trio.move_on_after(args.startup_timeout) as startup:
+                await bench.all_leading.wait()
+            result["startup_s"] = time.monotonic() - t_start
+            if startup.cancelled_caught:
+                result["error"] = f"only {bench.leading}/{k} leading after {args.startup_timeout}s"
+            # one full renewal cycle before measuring, so every Lease has a previous write
+            await trio.sleep(args.retry_period * 1.5)
+            lost0 = bench.lost
+            bench.measuring = True
+            c0, w0 = cpu_seconds(), time.monotonic()
+            await trio.sleep(args.seconds)
+            c1, w1 = cpu_seconds(), time.monotonic()
+            bench.measuring = False
+            wall = w1 - w0
+            late = sorted(bench.lateness)
+            result.update(
+                window_s=wall,
+                cpu_fraction=(c1 - c0) / wall,
+                requests_per_s=sum(bench.requests.values()) / wall,
+                requests_by_method={m: n / wall for m, n in bench.requests.items()},
+                renewals=len(late),
+                expected_renewals=k * wall / args.retry_period,
+                lateness_max=late[-1] if late else None,
+                lateness_p99=late[min(len(late) - 1, int(0.99 * len(late)))] if late else None,
+                lateness_median=statistics.median(late) if late else None,
+                lost=bench.lost - lost0,
+                leading_at_end=bench.leading,
+                rss_peak_mb=vm_hwm_mb(),
+            )
+            nursery.cancel_scope.cancel()
+    finally:
+        for s in stores:
+            await s.aclose()
+    return result
+
+
+if __name__ == "__main__":
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--kubeconfig", required=True)
+    p.add_argument("--namespace", required=True)
+    p.add_argument("--leases", type=int, required=True)
+    p.add_argument("--seconds", type=float, default=60.0)
+    p.add_argument("--lease-duration", type=float, default=15.0)
+    p.add_argument("--renew-deadline", type=float, default=10.0)
+    p.add_argument("--retry-period", type=float, default=2.0)
+    p.add_argument("--leases-per-client", type=int, default=50)
+    p.add_argument("--startup-timeout", type=float, default=300.0)
+    p.add_argument("--prefix", default=f"scale-{os.getpid()}")
+    out = trio.run(main, p.parse_args())
+    print(json.dumps(out), flush=True)
+    sys.exit(0)
