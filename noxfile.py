@@ -26,6 +26,14 @@ def lint(session: nox.Session) -> None:
 
 
 @nox.session
+def docs(session: nox.Session) -> None:
+    """The API reference, generated from the docstrings into docs/_build/api."""
+    session.install("-e", ".[cli,metrics]", "pdoc")
+    modules = ["lease_guard", "lease_guard.stores", "lease_guard.testing", "lease_guard.health"]
+    session.run("pdoc", *modules, "lease_guard.metrics", "lease_guard.cli", "-o", "docs/_build/api")
+
+
+@nox.session
 def typecheck(session: nox.Session) -> None:
     """mypy --strict over the package, tests and examples."""
     session.install("-e", ".[test]", "mypy", "nox")

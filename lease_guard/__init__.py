@@ -11,8 +11,6 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
 from ._campaign import EventKind, LeadershipEvent
 from ._elector import Elector, Leadership
 from ._errors import (
@@ -29,10 +27,7 @@ from ._errors import (
 )
 from ._guards import leadership, only_when_leading
 from ._record import LeaseRecord, LeaseSpec
-from .stores import LeaseStore, MemoryLeaseStore
-
-if TYPE_CHECKING:
-    from .stores.kubernetes import KubernetesLeaseStore
+from .stores import KubernetesLeaseStore, LeaseStore, MemoryLeaseStore
 
 __all__ = [
     "ConfigurationError",
@@ -58,10 +53,3 @@ __all__ = [
     "only_when_leading",
 ]
 
-
-def __getattr__(name: str) -> Any:
-    if name == "KubernetesLeaseStore":
-        from .stores.kubernetes import KubernetesLeaseStore
-
-        return KubernetesLeaseStore
-    raise AttributeError(name)

@@ -1,25 +1,9 @@
-"""Where Leases live: the LeaseStore protocol and its two implementations.
-
-``KubernetesLeaseStore`` is imported lazily, so code that only uses the in-memory store
-(users' tests) does not pay for lightkube's import.
-"""
+"""Where Leases live: the LeaseStore protocol and its two implementations."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
-from ._protocol import LeaseStore
+from ._protocol import EventRecorder, LeaseStore
+from .kubernetes import KubernetesLeaseStore
 from .memory import MemoryLeaseStore
 
-if TYPE_CHECKING:
-    from .kubernetes import KubernetesLeaseStore
-
-__all__ = ["KubernetesLeaseStore", "LeaseStore", "MemoryLeaseStore"]
-
-
-def __getattr__(name: str) -> Any:
-    if name == "KubernetesLeaseStore":
-        from .kubernetes import KubernetesLeaseStore
-
-        return KubernetesLeaseStore
-    raise AttributeError(name)
+__all__ = ["EventRecorder", "KubernetesLeaseStore", "LeaseStore", "MemoryLeaseStore"]
