@@ -440,6 +440,9 @@ class LocalCluster:
                 "--endpoint-reconciler-type=none",
                 "--enable-priority-and-fairness=false",
                 "--profiling=false",
+                # Close every watch after 5-10 s (default: 30-60 min), so the tests exercise
+                # resuming after server-side watch timeouts all the time.
+                "--min-request-timeout=5",
             ],
             workdir / "apiserver.log",
         )

@@ -338,3 +338,20 @@ async def test_kubernetes_events_are_recorded_on_the_lease(kube: KubeServer, adm
     assert messages[1].startswith("eventful stopped leading")
     assert {event.reason for event in events} == {"LeaderElection"}
     assert {event.involvedObject.kind for event in events} == {"Lease"}
+
+
+async def test_a_follower_keeps_seeing_changes_across_server_side_watch_timeouts(kube: KubeServer) -> None:
+    """The harness runs kube-apiserver with --min-request-timeout=5: watches end every 5-10 s."""
+    name = fresh_lease()
+    await put_raw_lease(kube, name, {"holderIdentity": "h0", "leaseDurationSeconds": 600})
+    async with Elector(name, identity="b", store=store_for(kube), **FAST) as follower:
+        events = follower.events()
+        with trio.fail_after(60):
+            assert (await events.__anext__()).leader == "h0"
+            for n in range(1, 4):
+                await trio.sleep(7)  # outlive at least one server-side watch timeout
+                await put_raw_lease(kube, name, {"holderIdentity": f"h{n}", "leaseDurationSeconds": 600})
+                written_at = trio.current_time()
+                event = await events.__anext__()
+                assert event.leader == f"h{n}"
+                assert trio.current_time() - written_at < 1
