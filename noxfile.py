@@ -26,6 +26,14 @@ def lint(session: nox.Session) -> None:
 
 
 @nox.session
+def chaos(session: nox.Session) -> None:
+    """Bounded chaos campaign (under 10 minutes): thousands of fault schedules, summary table."""
+    session.install("-e", ".[test]")
+    session.run("python", "-m", "tests.reliability.campaign", "--schedules", "2000", "--seed", "1")
+    session.run("pytest", "tests/reliability", "-q", env={"HYPOTHESIS_PROFILE": "chaos"})
+
+
+@nox.session
 def docs(session: nox.Session) -> None:
     """The API reference, generated from the docstrings into docs/_build/api."""
     session.install("-e", ".[cli,metrics]", "pdoc")

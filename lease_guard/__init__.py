@@ -52,4 +52,3 @@ __all__ = [
     "leadership",
     "only_when_leading",
 ]
-

@@ -32,12 +32,23 @@ LEASE = "jobs"
 LEASE_DURATION, RENEW_DEADLINE = 15.0, 10.0  # the defaults
 #: Rates within [1/1.2, 1.2] differ by at most 1.44 < 15 / 10.
 SAFE_DRIFT = 1.2
+PARTITION_AFTER_LATE_ANSWER = 30.0
 
 settings.register_profile("ci", max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 settings.register_profile("chaos", max_examples=2000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
-FAULT_KINDS = ["stall", "delay", "errors", "errors-after-effect", "conflict", "steal", "crash", "release"]
+FAULT_KINDS = [
+    "stall",
+    "delay",
+    "late-answer-then-partition",
+    "errors",
+    "errors-after-effect",
+    "conflict",
+    "steal",
+    "crash",
+    "release",
+]
 faults_injected: collections.Counter[str] = collections.Counter()
 
 
@@ -47,6 +58,13 @@ class Fault:
     candidate: int
     kind: str
     length: float
+
+    @property
+    def end(self) -> float:
+        """When this fault's effects are over."""
+        return self.at + (
+            PARTITION_AFTER_LATE_ANSWER + 0.6 if self.kind == "late-answer-then-partition" else self.length
+        )
 
 
 faults = st.builds(
@@ -117,6 +135,16 @@ async def scenario(candidates: int, schedule: list[Fault], work: list[float], ra
             store.answer_delay = fault.length
             await trio.sleep(fault.length)
             store.answer_delay = 0
+        elif fault.kind == "late-answer-then-partition":
+            # The hazard of counting the deadline from answers: a write takes effect, its answer
+            # comes back late (but before the deadline), then the network goes silent.
+            store.answer_delay = fault.length % RENEW_DEADLINE
+            await trio.sleep(0.6)
+            store.stall()
+            store.answer_delay = 0
+            await trio.sleep(PARTITION_AFTER_LATE_ANSWER)
+            if n not in crashed:
+                store.heal()
         elif fault.kind == "errors":
             count = int(fault.length) % 4 + 1
             store.errors.extend(StoreUnavailable("injected 503", retry_after=fault.length % 3) for _ in range(count))
@@ -130,7 +158,7 @@ async def scenario(candidates: int, schedule: list[Fault], work: list[float], ra
             nursery.start_soon(candidate, n)
         for fault in schedule:
             nursery.start_soon(inject, fault)
-        quiet_from = max((f.at + f.length for f in schedule), default=0)
+        quiet_from = max((f.end for f in schedule), default=0)
         slowest = min(rates[n % len(rates)] for n in range(candidates))
         bound = quiet_from + (LEASE_DURATION + RENEW_DEADLINE) / slowest
         await trio.sleep_until(bound + 1)
