@@ -141,11 +141,7 @@ class Elector:
         release_on_exit: bool = True,
         record_events: bool = False,
     ) -> None:
-        self.record_events = record_events
-        self._event_backlog: collections.deque[LeadershipEvent] = collections.deque()
-        self._backlog_filled = trio.Event()
-        self._event_failure_logged = False
-        self.options = ElectionOptions.build(
+        options = ElectionOptions.build(
             lease,
             namespace=namespace,
             identity=identity,
@@ -154,6 +150,14 @@ class Elector:
             retry_period=retry_period,
             release_on_exit=release_on_exit,
         )
+        self._setup(options, store, record_events=record_events)
+
+    def _setup(self, options: ElectionOptions, store: LeaseStore | None, *, record_events: bool) -> None:
+        self.options = options
+        self.record_events = record_events
+        self._event_backlog: collections.deque[LeadershipEvent] = collections.deque()
+        self._backlog_filled = trio.Event()
+        self._event_failure_logged = False
         self._store = store
         self._campaign: Campaign | None = None
         self._subscribers: set[trio.MemorySendChannel[LeadershipEvent]] = set()
@@ -161,6 +165,15 @@ class Elector:
         self._patient = True
         self._memory: Memory | None = None
         self._clock: Clock | None = None
+
+    @classmethod
+    def _one_shot(cls, options: ElectionOptions, store: LeaseStore | None, memory: Memory) -> Elector:
+        """An Elector that decides once (lead now, or decline), for ``only_when_leading``."""
+        elector = cls.__new__(cls)
+        elector._setup(options, store, record_events=False)
+        elector._patient = False
+        elector._memory = memory
+        return elector
 
     @property
     def lease(self) -> str:

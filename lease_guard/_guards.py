@@ -97,19 +97,7 @@ class _JobCandidate:
         elector = find_elector(self.options.lease, self.options.namespace)
         if elector is not None:
             return await _call_if_leading(elector, fn, *args, **kwargs)
-        options = self.options
-        elector = Elector(
-            options.lease,
-            namespace=options.namespace,
-            identity=options.identity,
-            lease_duration=options.lease_duration,
-            renew_deadline=options.renew_deadline,
-            retry_period=options.retry_period,
-            store=self.store,
-            release_on_exit=options.release_on_exit,
-        )
-        elector._patient = False
-        elector._memory = self.memory
+        elector = Elector._one_shot(self.options, self.store, self.memory)
         async with elector:
             campaign = elector._running()
             await campaign.decided.wait()
