@@ -7,7 +7,7 @@ import nox
 nox.options.sessions = ["tests", "lint", "typecheck"]
 nox.options.reuse_existing_virtualenvs = True
 
-SOURCES = ["lease_guard", "tests", "examples", "noxfile.py"]
+SOURCES = ["lease_guard", "tests", "examples", "benchmarks", "noxfile.py"]
 
 
 @nox.session
@@ -31,6 +31,15 @@ def chaos(session: nox.Session) -> None:
     session.install("-e", ".[test]")
     session.run("python", "-m", "tests.reliability.campaign", "--schedules", "2000", "--seed", "1")
     session.run("pytest", "tests/reliability", "-q", env={"HYPOTHESIS_PROFILE": "chaos"})
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """Benchmarks beside client-go, the official Python client and kube-leader-election on a real
+    kube-apiserver; writes BENCHMARKS.md and benchmarks/results/. Needs Go and cargo.
+    ``nox -s bench -- --quick`` takes about 10 minutes; the full run hours."""
+    session.install("-e", ".[test]", "matplotlib>=3.8")
+    session.run("python", "benchmarks/run.py", *session.posargs)
 
 
 @nox.session

@@ -17,9 +17,11 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime
+import functools
 import json
 import os
 import platform
+import random
 import re
 import shlex
 import signal
@@ -87,7 +89,7 @@ def build_peers(only: list[str]) -> tuple[dict[str, list[str]], dict[str, str]]:
                 argv[impl] = [build("kube-leader-election")]
             else:
                 raise RuntimeError(f"unknown implementation {impl!r}")
-        except Exception as e:  # noqa: BLE001 - reported, the run goes on without it
+        except Exception as e:  # reported; the run goes on without it
             failed[impl] = str(e)
             log(f"SKIP {impl}: build failed: {e}")
     return argv, failed
@@ -294,8 +296,11 @@ class Bench:
         leader = wait_for(lambda: next((p for p in peers if p.find("started")), None), 2 * ld + 60)
         if leader is None:
             raise TrialError("nobody started leading")
-        # steady state: a couple of renewals observed by the follower before acting
-        time.sleep(PROFILES[profile][2] * 2 + 0.5)
+        # Steady state: a couple of renewals observed by the follower before acting, plus a
+        # random fraction of retry_period, so the action does not land at a fixed phase of the
+        # renewal/poll cycle (a fixed 0.5 s made polling peers' numbers constant).
+        rp = PROFILES[profile][2]
+        time.sleep(rp * 2 + 0.5 + random.uniform(0, rp))
         if leader.find("stopped"):
             raise TrialError("leader stopped on its own before the action")
         return leader, len(leader.events)
@@ -303,7 +308,7 @@ class Bench:
     # metrics -----------------------------------------------------------------------------
 
     def trial_handover(self, impl: str, profile: str) -> dict[str, float]:
-        ld, rd, rp = PROFILES[profile]
+        ld = PROFILES[profile][0]
         with self.candidates(impl, profile, "ho", 2) as (_, peers):
             leader, _ = self.wait_leader(peers, profile)
             follower = next(p for p in peers if p is not leader)
@@ -319,7 +324,7 @@ class Bench:
             return {"handover": got["t"] - stopped["t"], "handover_from_sigterm": got["t"] - t_term}
 
     def trial_failover(self, impl: str, profile: str) -> dict[str, float]:
-        ld, rd, rp = PROFILES[profile]
+        ld = PROFILES[profile][0]
         with self.candidates(impl, profile, "fo", 2) as (_, peers):
             leader, _ = self.wait_leader(peers, profile)
             follower = next(p for p in peers if p is not leader)
@@ -332,7 +337,7 @@ class Bench:
             return {"failover": got["t"] - t_kill, "failover_excess": got["t"] - t_kill - ld}
 
     def trial_loss(self, impl: str, profile: str) -> dict[str, float]:
-        ld, rd, rp = PROFILES[profile]
+        ld, rd, _ = PROFILES[profile]
         with self.candidates(impl, profile, "loss", 1) as (lease, peers):
             leader, start = self.wait_leader(peers, profile)
             t_sent, t_ret = self.steal(lease)
@@ -352,7 +357,10 @@ class Bench:
         def watch() -> None:
             with contextlib.suppress(Exception):
                 for _, lease in self.watch_client.watch(
-                    Lease, namespace=self.ns, fields={"metadata.name": name}, resource_version=obj.metadata.resourceVersion
+                    Lease,
+                    namespace=self.ns,
+                    fields={"metadata.name": name},
+                    resource_version=obj.metadata.resourceVersion,
                 ):
                     t = time.monotonic()
                     with _COND:
@@ -369,7 +377,7 @@ class Bench:
             cur = self.admin.replace(cur)
             t1 = time.monotonic()
             rv = cur.metadata.resourceVersion
-            t2 = wait_for(lambda: seen.get(rv), 10)
+            t2 = wait_for(functools.partial(seen.get, rv), 10)
             put.append(t1 - t0)
             if t2:
                 delivery.append(t2 - t0)
@@ -393,13 +401,25 @@ class Bench:
                 out["open_watches"] = out.get("open_watches", 0.0) + float(line.rsplit(" ", 1)[1])
         return out
 
+    def measure_baseline(self, seconds: float) -> dict[str, float]:
+        """Lease requests/min with no peer running (most likely kube-apiserver's own identity-lease
+        heartbeat, a PUT every 10 s, and one Lease watch); subtracted from every window."""
+        m0, t0 = self.lease_requests(), time.monotonic()
+        time.sleep(seconds)
+        m1, t1 = self.lease_requests(), time.monotonic()
+        minutes = (t1 - t0) / 60
+        base = {v: (m1.get(v, 0) - m0.get(v, 0)) / minutes for v in set(m0) | set(m1) if v != "open_watches"}
+        base["open_watches"] = m1.get("open_watches", 0)
+        self.baseline = base
+        return base
+
     def requests_window(self, impl: str, profile: str, role: str, seconds: float) -> dict[str, Any]:
         """Requests of ONE process over `seconds`: as leader, or as follower of a Lease the
         admin holds and renews every retry_period (the admin's own requests are subtracted)."""
         from lightkube import ApiError
         from lightkube.resources.coordination_v1 import Lease
 
-        ld, rd, rp = PROFILES[profile]
+        ld, _, rp = PROFILES[profile]
         lease = self.lease_name("req")
         own = {"GET": 0, "PUT": 0}
         stop = threading.Event()
@@ -451,13 +471,19 @@ class Bench:
             }
             server["GET"] = server.get("GET", 0) - (own["GET"] - own0["GET"]) / minutes
             server["PUT"] = server.get("PUT", 0) - (own["PUT"] - own0["PUT"]) / minutes
+            base = getattr(self, "baseline", None) or {}
+            for v, x in base.items():
+                if v != "open_watches":
+                    server[v] = server.get(v, 0) - x
             server = {v: round(x, 2) for v, x in server.items() if abs(x) > 0.01}
             res: dict[str, Any] = {
                 "server_per_min": server,
                 "server_total_per_min": round(sum(server.values()), 2),
-                "open_watches": m1.get("open_watches", 0),
+                "open_watches": m1.get("open_watches", 0) - base.get("open_watches", 0),
+                "baseline_subtracted": bool(base),
             }
             if impl == "lease-guard":
+
                 def two_snaps() -> list[dict[str, Any]] | None:
                     snaps = [e for e in peer.events[n0:] if e["event"] == "requests"]
                     return snaps[:2] if len(snaps) >= 2 else None
@@ -476,7 +502,6 @@ class Bench:
             self.delete_lease(lease)
 
     def steady(self, impl: str, profile: str, seconds: float) -> dict[str, Any]:
-        ld, rd, rp = PROFILES[profile]
         with self.candidates(impl, profile, "steady", 2) as (_, peers):
             leader, _ = self.wait_leader(peers, profile)
             follower = next(p for p in peers if p is not leader)
@@ -485,7 +510,7 @@ class Bench:
             time.sleep(seconds)
             wall = time.monotonic() - t0
             s1 = {p.identity: p.proc_stats() for p in peers}
-            out = {}
+            out: dict[str, Any] = {}
             for role, p in (("leader", leader), ("follower", follower)):
                 cpu = s1[p.identity]["cpu_s"] - s0[p.identity]["cpu_s"]
                 out[role] = {
@@ -511,7 +536,8 @@ class Bench:
         lines = proc.stdout.strip().splitlines()
         if proc.returncode != 0 or not lines:
             raise TrialError(f"scale.py exit {proc.returncode}")
-        return json.loads(lines[-1])
+        result: dict[str, Any] = json.loads(lines[-1])
+        return result
 
 
 # --------------------------------------------------------------------------------------
@@ -534,9 +560,9 @@ def latency_table(res: dict[str, Any], profile: str) -> str:
     impls = [i for i in res["impls"] if res["latency"].get(profile, {}).get(i)]
     if not impls:
         return ""
-    floor = res.get("floor_s")
+    floor = res.get("floor_by_profile", {}).get(profile) or res.get("floor_s")
     cols = [m for m in LATENCY_METRICS if any(res["latency"][profile][i].get(m) for i in impls)]
-    head = "| implementation | " + " | ".join(f"{LATENCY_METRICS[m]}: median / p95 (min–max) ms" for m in cols)
+    head = "| implementation | " + " | ".join(f"{LATENCY_METRICS[m]}: median / p95 [min, max] ms" for m in cols)
     lines = [head + " | failed trials |", "|" + "---|" * (len(cols) + 2)]
     for i in impls:
         row = res["latency"][profile][i]
@@ -546,9 +572,9 @@ def latency_table(res: dict[str, Any], profile: str) -> str:
             if s is None:
                 cells.append("—")
                 continue
-            cell = f"{ms(s['median'])} / {ms(s['p95'])} ({ms(s['min'])}–{ms(s['max'])}) n={s['n']}"
+            cell = f"{ms(s['median'])} / {ms(s['p95'])} [{ms(s['min'])}, {ms(s['max'])}] n={s['n']}"
             if floor and m in ("handover", "loss_detection"):
-                cell += f" = {s['median'] / floor:.1f}× floor"
+                cell += f" = {s['median'] / floor:.1f}x floor"
             cells.append(cell)
         fails = sum(len(v) for v in res["errors"].get(profile, {}).get(i, {}).values())
         lines.append(f"| {i} | " + " | ".join(cells) + f" | {fails} |")
@@ -560,7 +586,7 @@ def requests_table(res: dict[str, Any], profile: str) -> str:
     if not data:
         return ""
     lines = [
-        "| implementation | role | server-side lease requests/min (by verb) | total/min | open watches | lease_guard client-side count/min |",
+        "| implementation | role | server-side lease requests/min (by verb) | total/min | open watches | lease_guard client-side count/min |",  # noqa: E501
         "|---|---|---|---|---|---|",
     ]
     for impl, roles in data.items():
@@ -570,7 +596,7 @@ def requests_table(res: dict[str, Any], profile: str) -> str:
                 continue
             verbs = ", ".join(f"{v} {x:g}" for v, x in sorted(r["server_per_min"].items()))
             lines.append(
-                f"| {impl} | {role} | {verbs} | {r['server_total_per_min']:g} | {r['open_watches']:g} | {r.get('client_per_min', '')} |"
+                f"| {impl} | {role} | {verbs} | {r['server_total_per_min']:g} | {r['open_watches']:g} | {r.get('client_per_min', '')} |"  # noqa: E501
             )
     return "\n".join(lines)
 
@@ -580,7 +606,7 @@ def steady_table(res: dict[str, Any], profile: str) -> str:
     if not data:
         return ""
     lines = [
-        "| implementation | window s | leader CPU s/min | leader peak RSS MB | follower CPU s/min | follower peak RSS MB |",
+        "| implementation | window s | leader CPU s/min | leader peak RSS MB | follower CPU s/min | follower peak RSS MB |",  # noqa: E501
         "|---|---|---|---|---|---|",
     ]
     for impl, r in data.items():
@@ -589,7 +615,7 @@ def steady_table(res: dict[str, Any], profile: str) -> str:
             continue
         L, F = r["leader"], r["follower"]
         lines.append(
-            f"| {impl} | {r['window_s']:g} | {L['cpu_s_per_min']:.3f} | {L['rss_peak_mb']:.1f} | {F['cpu_s_per_min']:.3f} | {F['rss_peak_mb']:.1f} |"
+            f"| {impl} | {r['window_s']:g} | {L['cpu_s_per_min']:.3f} | {L['rss_peak_mb']:.1f} | {F['cpu_s_per_min']:.3f} | {F['rss_peak_mb']:.1f} |"  # noqa: E501
         )
     return "\n".join(lines)
 
@@ -599,7 +625,7 @@ def scale_table(res: dict[str, Any]) -> str:
     if not data:
         return ""
     lines = [
-        "| leases K | clients | startup s | CPU fraction (1.0 = one core) | requests/s | renewals seen / expected | lateness median / p99 / max ms | tenures lost | peak RSS MB |",
+        "| leases K | clients | startup s | CPU fraction (1.0 = one core) | requests/s | renewals seen / expected | lateness median / p99 / max ms | tenures lost | peak RSS MB |",  # noqa: E501
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for k, r in data.items():
@@ -608,7 +634,7 @@ def scale_table(res: dict[str, Any]) -> str:
             continue
         lines.append(
             f"| {k} | {r['clients']} | {r['startup_s']:.1f} | {r['cpu_fraction']:.3f} | {r['requests_per_s']:.1f} | "
-            f"{r['renewals']} / {r['expected_renewals']:.0f} | {ms(r['lateness_median'])} / {ms(r['lateness_p99'])} / {ms(r['lateness_max'])} | "
+            f"{r['renewals']} / {r['expected_renewals']:.0f} | {ms(r['lateness_median'])} / {ms(r['lateness_p99'])} / {ms(r['lateness_max'])} | "  # noqa: E501
             f"{r['lost']} | {r['rss_peak_mb']:.0f} |" + (f" {r['error']}" if r.get("error") else "")
         )
     return "\n".join(lines)
@@ -641,13 +667,16 @@ def charts(res: dict[str, Any], stamp: str) -> list[str]:
             if not data:
                 continue
             fig, ax = plt.subplots(figsize=(8, 0.6 * len(data) + 1.5))
-            ax.boxplot([[x * 1000 for x in d] for _, d in data], vert=False, whis=(5, 95), showfliers=False)
+            ax.boxplot(
+                [[x * 1000 for x in d] for _, d in data], orientation="horizontal", whis=(5, 95), showfliers=False
+            )
             for y, (_, d) in enumerate(data, start=1):
                 ax.scatter([x * 1000 for x in d], [y] * len(d), s=12, alpha=0.6, color="tab:red", zorder=3)
             ax.set_yticks(range(1, len(data) + 1), [i for i, _ in data])
             ax.set_xlabel("ms")
-            if m in ("handover", "loss_detection") and res.get("floor_s"):
-                ax.axvline(res["floor_s"] * 1000 * 3, ls="--", color="gray", label="3× floor")
+            floor = res.get("floor_by_profile", {}).get(profile) or res.get("floor_s")
+            if m in ("handover", "loss_detection") and floor:
+                ax.axvline(floor * 1000 * 3, ls="--", color="gray", label="3x floor")
                 ax.legend(loc="best")
             lo = min(min(d) for _, d in data) * 1000
             hi = max(max(d) for _, d in data) * 1000
@@ -666,7 +695,7 @@ def machine_info() -> dict[str, str]:
     def run(*cmd: str) -> str:
         try:
             return subprocess.run(cmd, capture_output=True, text=True, timeout=30).stdout.strip().splitlines()[0]
-        except Exception:  # noqa: BLE001
+        except Exception:
             return "?"
 
     cpu = "?"
@@ -717,13 +746,16 @@ NOTES = """\
 ### Method
 
 Handover/failover: two candidates of one implementation on a fresh Lease; once one leads and
-2×retry_period+0.5 s have passed (steady state), SIGTERM (handover) or SIGKILL (failover) it.
+2xretry_period + 0.5 s + uniform(0, retry_period) have passed (steady state, random phase),
+SIGTERM (handover) or SIGKILL (failover) it.
 Times are the peers' own CLOCK_MONOTONIC stamps (`started`/`stopped`) and the runner's
 `time.monotonic()` just before `os.kill`. Loss detection: one candidate; the admin GETs the Lease
 and PUTs holderIdentity=admin-steal (resourceVersion precondition, leaseDurationSeconds 3600).
 Requests: ONE process alone over the window (leader; or follower of a Lease that the runner
 holds and renews every retry_period), counted server-side from kube-apiserver's
-`apiserver_request_total{resource="leases"}` (the runner's own renewals subtracted), plus
+`apiserver_request_total{resource="leases"}` (the runner's own renewals subtracted, and the
+baseline of the server with no peer running: ~6 PUT/min, most likely kube-apiserver's own
+identity-lease heartbeat, and one open Lease watch), plus
 lease_guard's client-side count (httpx request hook in the peer). WATCH requests are counted
 by the server only when they end, so the open-watch gauge is shown too.
 CPU/RSS: leader + follower over the steady window, /proc/<pid>/stat utime+stime and VmHWM.
@@ -751,10 +783,17 @@ def render(res: dict[str, Any], json_name: str) -> str:
     if res.get("skipped"):
         out += ["Skipped implementations: " + "; ".join(f"**{k}**: {v}" for k, v in res["skipped"].items()), ""]
     out += ["## Floor", "", floor_text(res), ""]
+    for r in res.get("runs", [])[1:]:
+        if r.get("floor_s"):
+            out += [
+                f"Floor of the run `{r['command']}` ({r['date']}): {r['floor_s'] * 1000:.1f} ms; "
+                "that run's profiles are compared with it.",
+                "",
+            ]
     for profile in res["latency"]:
         ld, rd, rp = PROFILES[profile]
         out += [
-            f"## Latencies — profile `{profile}` (lease_duration {ld:g} s, renew_deadline {rd:g} s, retry_period {rp:g} s)",
+            f"## Latencies — profile `{profile}` (lease_duration {ld:g} s, renew_deadline {rd:g} s, retry_period {rp:g} s)",  # noqa: E501
             "",
             latency_table(res, profile),
             "",
@@ -773,6 +812,15 @@ def render(res: dict[str, Any], json_name: str) -> str:
         t = requests_table(res, profile)
         if t:
             out += [f"## API requests per minute — profile `{profile}`", "", t, ""]
+            rows = [r for roles in res["requests"][profile].values() for r in roles.values() if "error" not in r]
+            if any(not r.get("baseline_subtracted") for r in rows):
+                out += [
+                    "Server-side counts of this run are RAW: they include ~6 PUT/min and 1 open Lease watch that "
+                    "no peer makes (client-go's follower, which never PUTs, shows them too): most likely "
+                    "kube-apiserver's own identity-lease heartbeat (a PUT every 10 s). run.py now measures "
+                    "this baseline with no peer running and subtracts it.",
+                    "",
+                ]
         t = steady_table(res, profile)
         if t:
             out += [f"## CPU and memory in steady leadership — profile `{profile}`", "", t, ""]
@@ -790,38 +838,44 @@ def render(res: dict[str, Any], json_name: str) -> str:
 
 def check_targets(res: dict[str, Any]) -> list[str]:
     out = []
-    floor = res.get("floor_s")
     for profile, by_impl in res["latency"].items():
+        floor = res.get("floor_by_profile", {}).get(profile) or res.get("floor_s")
         lg = by_impl.get("lease-guard", {})
-        ld = PROFILES[profile][0]
         for m, name in (("handover", "handover"), ("loss_detection", "loss detection")):
             s = summarize(lg.get(m, []))
             if s and floor:
                 ok = s["median"] <= 3 * floor
                 ok95 = s["p95"] <= 3 * floor
                 out.append(
-                    f"- [{profile}] {name} within 3× floor ({3 * floor * 1000:.0f} ms): median {s['median'] * 1000:.0f} ms "
+                    f"- [{profile}] {name} within 3x floor ({3 * floor * 1000:.0f} ms): median {s['median'] * 1000:.0f} ms "  # noqa: E501
                     f"{'OK' if ok else 'MISSED'}, p95 {s['p95'] * 1000:.0f} ms {'OK' if ok95 else 'MISSED'}"
                 )
         s = summarize(lg.get("failover_excess", []))
         if s:
             out.append(
                 f"- [{profile}] failover within lease_duration + 100 ms: excess median {s['median'] * 1000:.0f} ms "
-                f"{'OK' if s['median'] <= 0.1 else 'MISSED'}, max {s['max'] * 1000:.0f} ms {'OK' if s['max'] <= 0.1 else 'MISSED'}"
+                f"{'OK' if s['median'] <= 0.1 else 'MISSED'}, max {s['max'] * 1000:.0f} ms {'OK' if s['max'] <= 0.1 else 'MISSED'}"  # noqa: E501
             )
     for profile, by_impl in res.get("requests", {}).items():
         f = by_impl.get("lease-guard", {}).get("follower")
         if f and "error" not in f:
-            extra = {v: x for v, x in f["server_per_min"].items() if v != "WATCH"}
+            # lease_guard's own count (httpx hook) is exact; the server-side one is server-wide
+            # and, in runs without a baseline, includes requests no peer made.
+            counts = f.get("client_per_min") or f["server_per_min"]
+            extra = {v: x for v, x in counts.items() if v not in ("WATCH", "total")}
+            src = "client-side count" if f.get("client_per_min") else "server-side count"
             out.append(
-                f"- [{profile}] idle follower makes no requests beyond its watch: {extra or 'none'} "
-                f"({'OK' if not any(x > 0.5 for x in extra.values()) else 'MISSED'}); open watches {f['open_watches']:g}"
+                f"- [{profile}] idle follower makes no requests beyond its watch ({src}): "
+                f"{extra or 'none besides WATCH'} "
+                f"({'OK' if not any(x > 0.5 for x in extra.values()) else 'MISSED'}); "
+                f"WATCH (re)opens/min {counts.get('WATCH', 0):g}"
             )
     big = res.get("scale", {}).get("1000")
+    scale_ok = bool(big) and big.get("cpu_fraction", 2) <= 1.0 and not big.get("error") and not big.get("lost")
     if big and "cpu_fraction" in big:
         out.append(
             f"- 1000 leases at retry_period 2 s on at most one core: CPU fraction {big['cpu_fraction']:.2f} "
-            f"{'OK' if big['cpu_fraction'] <= 1.0 else 'MISSED'}, worst lateness {ms(big['lateness_max'])} ms"
+            f"{'OK' if scale_ok else 'MISSED'}, worst lateness {ms(big['lateness_max'])} ms"
         )
     elif res.get("scale"):
         out.append("- 1000 leases: not measured in this run (see Scale)")
@@ -857,6 +911,32 @@ def finish(res: dict[str, Any], json_path: Path) -> None:
 # --------------------------------------------------------------------------------------
 
 
+def merge(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """One report from several runs: later runs add profiles, metrics and scale points.
+    Each profile keeps the floor measured in the run that measured it."""
+    res: dict[str, Any] = json.loads(json.dumps(runs[0]))
+    res.setdefault("floor_by_profile", {pr: res.get("floor_s") for pr in res["latency"]})
+    if len(runs) > 1:
+        res["command"] = " ; ".join(r["command"] for r in runs)
+        res["elapsed_s"] = sum(r.get("elapsed_s", 0) for r in runs)
+    for r in runs[1:]:
+        for pr, by_impl in r["latency"].items():
+            if any(by_impl.values()):
+                res["latency"][pr] = by_impl
+                res["errors"][pr] = r["errors"].get(pr, {})
+                res["floor_by_profile"][pr] = r.get("floor_s")
+        for key in ("requests", "steady"):
+            for pr, v in r.get(key, {}).items():
+                res[key].setdefault(pr, {}).update(v)
+        res["scale"].update(r.get("scale", {}))
+        res["impls"] += [i for i in r["impls"] if i not in res["impls"]]
+        res["skipped"].update(r.get("skipped", {}))
+        res["not_measured"] = sorted(set(res["not_measured"]) | set(r.get("not_measured", [])))
+        res["loadavg_end"] = r.get("loadavg_end")
+    res["runs"] = [{"command": r["command"], "date": r["date"], "floor_s": r.get("floor_s")} for r in runs]
+    return res
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="5 trials, fast profile, metrics 1-3, 6 (K<=100), 7")
@@ -869,12 +949,22 @@ def main() -> int:
     p.add_argument("--scale-k", help="comma-separated K values (default 1,10,100,1000; quick 1,10,100)")
     p.add_argument("--floor-samples", type=int, default=30)
     p.add_argument("--skip", default="", help="comma-separated metric groups to skip: latency,requests,steady,scale")
-    p.add_argument("--render", type=Path, help="re-render BENCHMARKS.md from a results JSON and exit")
+    p.add_argument(
+        "--render",
+        type=Path,
+        nargs="+",
+        help="re-render BENCHMARKS.md from results JSON(s) and exit; several are merged into one report",
+    )
     args = p.parse_args()
 
     if args.render:
-        res = json.loads(args.render.read_text())
-        finish(res, args.render)
+        merged = merge([json.loads(f.read_text()) for f in args.render])
+        out = (
+            args.render[0]
+            if len(args.render) == 1
+            else RESULTS / f"results-merged-{time.strftime('%Y%m%d-%H%M%S')}.json"
+        )
+        finish(merged, out)
         return 0
 
     trials = args.trials or (5 if args.quick else 20)
@@ -910,7 +1000,7 @@ def main() -> int:
         res["not_measured"].append("requests per minute and CPU/RSS (skipped by --quick)")
     t_begin = time.monotonic()
 
-    import kube_harness
+    import kube_harness  # type: ignore[import-not-found]  # tests/integration, on sys.path
 
     argv, failed = build_peers(only)
     res["skipped"] = {k: f"build failed: {v}" for k, v in failed.items()}
@@ -943,24 +1033,32 @@ def main() -> int:
                     ):
                         for n in range(trials):
                             try:
-                                r = fn(impl, profile)
-                            except Exception as e:  # noqa: BLE001 - a failed trial is a result
+                                trial = fn(impl, profile)
+                            except Exception as e:  # a failed trial is a result
                                 err.setdefault(name, []).append(f"{type(e).__name__}: {e}")
                                 log(f"{profile} {impl} {name} #{n + 1}: FAILED {e}")
                                 if not isinstance(e, TrialError):
                                     traceback.print_exc()
                                 continue
-                            for k, v in r.items():
-                                lat.setdefault(k, []).append(v)
-                            log(f"{profile} {impl} {name} #{n + 1}: " + ", ".join(f"{k}={v * 1000:.0f}ms" for k, v in r.items()))
+                            for key, v in trial.items():
+                                lat.setdefault(key, []).append(v)
+                            log(
+                                f"{profile} {impl} {name} #{n + 1}: "
+                                + ", ".join(f"{k}={v * 1000:.0f}ms" for k, v in trial.items())
+                            )
                         save()
+            if "requests" not in skip:
+                log("measuring the request baseline (no peer running)")
+                res["requests_baseline"] = bench.measure_baseline(args.request_seconds)
+                log(f"baseline: {res['requests_baseline']}")
             for profile in profiles:
                 if "requests" not in skip:
                     for impl in res["impls"]:
                         for role in ("follower", "leader"):
+                            r: dict[str, Any]
                             try:
                                 r = bench.requests_window(impl, profile, role, args.request_seconds)
-                            except Exception as e:  # noqa: BLE001
+                            except Exception as e:
                                 r = {"error": f"{type(e).__name__}: {e}"}
                             res["requests"].setdefault(profile, {}).setdefault(impl, {})[role] = r
                             log(f"{profile} {impl} requests {role}: {r}")
@@ -969,7 +1067,7 @@ def main() -> int:
                     for impl in res["impls"]:
                         try:
                             r = bench.steady(impl, profile, args.steady_seconds)
-                        except Exception as e:  # noqa: BLE001
+                        except Exception as e:
                             r = {"error": f"{type(e).__name__}: {e}"}
                         res["steady"].setdefault(profile, {})[impl] = r
                         log(f"{profile} {impl} steady: {r}")
@@ -978,7 +1076,7 @@ def main() -> int:
                 for k in scale_k:
                     try:
                         r = bench.scale(k, scale_s)
-                    except Exception as e:  # noqa: BLE001
+                    except Exception as e:
                         r = {"error": f"{type(e).__name__}: {e}"}
                     res["scale"][str(k)] = r
                     log(f"scale K={k}: {r}")

@@ -323,13 +323,28 @@ class Campaign:
         self._changed.fire()
 
     async def observe(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Follow the Lease through the store's watch; started once the first state is in."""
+        """Follow the Lease through the store's watch; started once the first state is in.
+
+        Transient failures (429, 5xx, unreachable) of the first read are retried for up to
+        renew_deadline, honouring Retry-After, then raised: a campaign started against a
+        server that stays unreachable says so instead of hanging. Later ones re-open the watch.
+        """
         started = False
-        async for record in self.store.watch(self.namespace, self.options.lease):
-            self.see(record)
-            if not started:
-                started = True
-                task_status.started()
+        give_up_at = self.clock.now() + self.options.renew_deadline
+        while True:
+            try:
+                async for record in self.store.watch(self.namespace, self.options.lease):
+                    self.see(record)
+                    if not started:
+                        started = True
+                        task_status.started()
+            except StoreUnavailable as exc:
+                now = self.clock.now()
+                if not started and now >= give_up_at:
+                    raise
+                logger.warning("lease %s/%s: cannot watch yet, retrying: %s", self.namespace, self.options.lease, exc)
+                pause = exc.retry_after or self.options.retry_period
+                await trio.sleep_until(self.clock.at(min(now + pause, give_up_at) if not started else now + pause))
 
     # -- decisions ------------------------------------------------------------------------
 

@@ -126,6 +126,8 @@ class Elector:
     Raises:
         ConfigurationError: an option is invalid (a ValueError naming what to change).
         PermissionDenied, NamespaceNotFound: the store refused the first read.
+        StoreUnavailable: the first read kept failing transiently (429, 5xx, unreachable)
+            for renew_deadline; later failures are retried for as long as the Elector runs.
     """
 
     def __init__(

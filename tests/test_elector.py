@@ -13,6 +13,7 @@ from lease_guard import (
     MemoryLeaseStore,
     NamespaceNotFound,
     PermissionDenied,
+    StoreUnavailable,
 )
 
 from .faults import FaultyStore
@@ -196,3 +197,37 @@ async def test_a_failure_to_record_events_never_affects_leadership(
     assert [r.getMessage() for r in caplog.records if "cannot create events" in r.getMessage()] == [
         f"lease default/{LEASE}: cannot create events"
     ]
+
+
+async def test_transient_failures_of_the_first_read_are_retried_within_renew_deadline(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    store = FaultyStore(MemoryLeaseStore())
+    store.errors.extend([StoreUnavailable("429", retry_after=1), StoreUnavailable("503")])
+    async with Elector(LEASE, identity="a", store=store) as elector:
+        assert trio.current_time() == 1 + 2  # Retry-After, then retry_period
+        await elector.wait_leading()
+
+
+async def test_a_server_unreachable_at_start_is_a_clear_error_not_a_hang(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    store = MemoryLeaseStore()
+    with store.outage(error=True), pytest.raises(StoreUnavailable, match="unreachable"):
+        async with Elector(LEASE, store=store):
+            raise AssertionError("unreachable")
+    assert trio.current_time() == 10  # renew_deadline
+
+
+async def test_an_outage_with_errors_after_start_does_not_end_the_campaign(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    store = MemoryLeaseStore()
+    async with Elector(LEASE, identity="a", store=store) as elector:
+        await elector.wait_leading()
+        with pytest.raises(LeadershipLost):
+            async with elector.leading():
+                with store.outage(error=True):
+                    await trio.sleep(60)
+        await elector.wait_leading()
+        assert elector.is_leader

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import signal
@@ -108,10 +109,8 @@ async def amain(args: argparse.Namespace) -> int:
         # cleanup (the onstarted_leading task is not cancelled by the library
         # and onstopped_leading is not called), so the peer stops the work.
         election.cancel()
-        try:
+        with contextlib.suppress(asyncio.CancelledError):
             await election
-        except asyncio.CancelledError:
-            pass
         if leading:
             leading = False
             emit("stopped")
