@@ -166,3 +166,22 @@ def test_run_stops_and_releases_on_sigterm(kube: KubeServer, sig: str) -> None:
     finally:
         process.kill()
     assert not holder_of(kube, "cli-sigterm")
+
+
+def test_watch_streams_holder_changes(kube: KubeServer) -> None:
+    put_lease(kube, "cli-watch", "first")
+    process = subprocess.Popen(lease_guard_cmd(kube, "watch", "cli-watch"), stdout=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout is not None
+        assert "holder=first" in process.stdout.readline()
+        put_lease(kube, "cli-watch", "second", transitions=5)
+        assert "holder=second  term=5" in process.stdout.readline()
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def test_demo_runs_on_the_in_memory_store() -> None:
+    result = CliRunner().invoke(main, ["demo", "--seconds", "1.2", "--candidates", "2"])
+    assert result.exit_code == 0, result.output
+    assert "LEADING (term 0)" in result.output
