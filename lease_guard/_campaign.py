@@ -92,7 +92,7 @@ class Clock:
 
 
 class Signal:
-    """A level-free broadcast: ``wait()`` returns at the next ``fire()``."""
+    """An edge-triggered broadcast: ``wait()`` returns at the next ``fire()``."""
 
     def __init__(self) -> None:
         self._event = trio.Event()
@@ -176,7 +176,6 @@ class Tenure:
         self.deadline = sent_at + campaign.options.renew_deadline
         self.lost_reason: str | None = None
         self.lost_cause: BaseException | None = None
-        self.ended = trio.Event()
         self._scopes: set[trio.CancelScope] = set()
         self._no_scopes = trio.Event()
         self._no_scopes.set()
@@ -208,7 +207,6 @@ class Tenure:
         self.lost_cause = cause
         for scope in self._scopes:
             scope.cancel()
-        self.ended.set()
         self.campaign.tenure_ended(self)
 
     def attach(self, scope: trio.CancelScope) -> None:
@@ -580,7 +578,6 @@ class Campaign:
             if self.tenure is tenure:
                 # Cancelled from outside (the campaign is shutting down): the guards are gone.
                 self.tenure = None
-                tenure.ended.set()
 
     async def act(self) -> None:
         """Campaign until cancelled (patient), or decide once and lead or decline (impatient)."""
