@@ -396,7 +396,7 @@ def _wait(what: str, proc: _Proc, check: Callable[[], bool], timeout: float) -> 
 class LocalCluster:
     """etcd + kube-apiserver processes of the harness binary in `workdir`."""
 
-    def __init__(self, binary: Path, workdir: Path):
+    def __init__(self, binary: Path, workdir: Path, extra_apiserver_args: Sequence[str] = ()):
         self.binary, self.workdir = binary, workdir
         self.certs = generate_certs(workdir / "pki")
         self.etcd_url = f"http://127.0.0.1:{free_port()}"
@@ -443,6 +443,8 @@ class LocalCluster:
                 # Close every watch after 5-10 s (default: 30-60 min), so the tests exercise
                 # resuming after server-side watch timeouts all the time.
                 "--min-request-timeout=5",
+                # Later flags win: benchmarks pass an audit policy and a longer watch timeout.
+                *extra_apiserver_args,
             ],
             workdir / "apiserver.log",
         )
@@ -648,9 +650,11 @@ def _setup_identities(server: KubeServer) -> bool:
     return created
 
 
-def kube_server() -> Generator[KubeServer, None, None]:
+def kube_server(extra_apiserver_args: Sequence[str] = ()) -> Generator[KubeServer, None, None]:
     """Generator behind the session fixture: start (or attach), yield, tear down.
 
+    `extra_apiserver_args` are appended to kube-apiserver's command line (local harness only;
+    later flags override earlier ones, e.g. ``--min-request-timeout=1800``).
     Raises HarnessUnavailable (skip) or HarnessBuildError (skip, or fail in CI)."""
     workdir = Path(tempfile.mkdtemp(prefix="lease-guard-kube-"))
     local: LocalCluster | None = None
@@ -677,7 +681,7 @@ def kube_server() -> Generator[KubeServer, None, None]:
             )
         else:
             binary = build_harness()
-            local = LocalCluster(binary, workdir)
+            local = LocalCluster(binary, workdir, extra_apiserver_args)
             local.start_etcd()
             local.start_apiserver()
             certs = local.certs
