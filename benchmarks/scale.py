@@ -13,11 +13,9 @@ once every Elector leads:
     lost             tenures that ended during the window (should be 0)
     rss_peak_mb      VmHWM of this process
 
-Clients: lightkube's HTTP/1.1 client holds one connection per open watch and httpx
-pools at most 100 connections per client, so one client cannot carry more than ~90
-watches plus the renewals; ``--leases-per-client`` (default 50) spreads the Electors
-over ceil(K / n) clients. ``--leases-per-client 0`` = one shared client for all K (then at K >= ~100 the
-watches alone fill the pool and renewals must wait for a free connection).
+One KubernetesLeaseStore serves all K Electors, as an application would use it: the store
+keeps watches (one HTTP/1.1 connection each) and requests in separate connection pools.
+``--leases-per-client n`` spreads the Electors over ceil(K / n) stores instead.
 """
 
 from __future__ import annotations
@@ -203,7 +201,7 @@ if __name__ == "__main__":
     p.add_argument("--lease-duration", type=float, default=15.0)
     p.add_argument("--renew-deadline", type=float, default=10.0)
     p.add_argument("--retry-period", type=float, default=2.0)
-    p.add_argument("--leases-per-client", type=int, default=50)
+    p.add_argument("--leases-per-client", type=int, default=0)
     p.add_argument("--startup-timeout", type=float, default=300.0)
     p.add_argument("--startup-concurrency", type=int, default=50)
     p.add_argument("--prefix", default=f"scale-{os.getpid()}")

@@ -9,6 +9,13 @@ of lightkube's paths assume asyncio; this module stays off both:
   runs the plugin with ``asyncio.create_subprocess_exec``: we swap in an auth that runs it
   with ``trio.run_process``.
 
+Watches and requests use separate connection pools. On HTTP/1.1 each open watch holds a
+connection for as long as it runs; in one shared pool (httpx's limit is 100 connections)
+a process with many Leases would have its renewals queue behind watches for a free
+connection, and every request would scan all of them. A store made from a kubeconfig or
+the environment therefore makes two clients: one for requests, one (without a connection
+limit) for watches.
+
 Times are written as strings in the server's MicroTime layout (always six fraction
 digits); lightkube's encoder would drop a zero fraction, which the server rejects.
 """
@@ -26,7 +33,8 @@ from typing import Any, cast
 import httpx2 as httpx
 import trio
 from lightkube import ApiError, AsyncClient, ConfigError, KubeConfig
-from lightkube.config.client_adapter import ExecAuth
+from lightkube.config.client_adapter import ExecAuth, verify_cluster
+from lightkube.config.kubeconfig import SingleConfig
 from lightkube.models.coordination_v1 import LeaseSpec as K8sLeaseSpec
 from lightkube.models.core_v1 import EventSource, ObjectReference
 from lightkube.models.meta_v1 import ObjectMeta
@@ -88,16 +96,38 @@ def _make_trio_safe(client: AsyncClient) -> AsyncClient:
     return client
 
 
-def _make_client(path: str | None, context: str | None, namespace: str | None) -> AsyncClient:
+#: Pool of the client for requests (GET, PUT, POST): renewals reuse warm connections.
+REQUEST_LIMITS = httpx.Limits(max_connections=None, max_keepalive_connections=32, keepalive_expiry=30.0)
+#: Pool of the client for watches: one connection per open watch, no cap.
+WATCH_LIMITS = httpx.Limits(max_connections=None, max_keepalive_connections=None, keepalive_expiry=30.0)
+
+
+def _load_config(path: str | None, context: str | None) -> SingleConfig:
     try:
         config = KubeConfig.from_file(os.path.expanduser(path)) if path else KubeConfig.from_env()
-        return AsyncClient(config.get(context_name=context), namespace=namespace)
+        single = config.get(context_name=context)
+        if single is None or single.user is None:
+            raise ConfigError("no current context, or its user is missing")
+        return single
     except (ConfigError, OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
         where = f"kubeconfig {path!r}" if path else "the in-cluster config, $KUBECONFIG or ~/.kube/config"
         raise ConfigurationError(
             f"cannot make a Kubernetes client from {where}: {type(exc).__name__}: {exc}. "
             "Pass a valid kubeconfig, or a store (MemoryLeaseStore() in tests)."
         ) from exc
+
+
+def _make_client(config: SingleConfig, namespace: str | None, limits: httpx.Limits) -> AsyncClient:
+    """A lightkube AsyncClient for `config` whose connection pool has `limits`."""
+    try:
+        assert config.user is not None  # _load_config checked it
+        verify = verify_cluster(config.cluster, config.user, config.abs_file)
+    except (ConfigError, OSError, ValueError, AttributeError, TypeError) as exc:
+        raise ConfigurationError(
+            f"cannot set up TLS for {config.cluster.server}: {type(exc).__name__}: {exc}. "
+            "Check certificate-authority and client-certificate in the kubeconfig."
+        ) from exc
+    return AsyncClient(config, namespace=namespace, transport=httpx.AsyncHTTPTransport(verify=verify, limits=limits))
 
 
 def _retry_after(response: httpx.Response | None) -> float | None:
@@ -229,17 +259,31 @@ class KubernetesLeaseStore:
             ...
 
     Args:
-        client: the client to use; by default one made from the environment (in-cluster
-            service account, else ``$KUBECONFIG`` or ``~/.kube/config``), closed by
-            :meth:`aclose`. Its namespace is the default namespace of Leases.
+        client: the client for requests; by default one made from the environment
+            (in-cluster service account, else ``$KUBECONFIG`` or ``~/.kube/config``),
+            closed by :meth:`aclose`. Its namespace is the default namespace of Leases.
+        watch_client: the client for watches. By default: a second client made like the
+            first when the store makes its own, else `client` itself. Each open watch holds
+            one of its connections (lightkube speaks HTTP/1.1), and lightkube's clients
+            allow 100; so when you pass your own `client` and one store serves more than
+            about 50 Electors, pass a `watch_client` too, or renewals will wait for a
+            free connection.
 
     Raises:
         ConfigurationError: no client was given and none can be made from the environment.
     """
 
-    def __init__(self, client: AsyncClient | None = None) -> None:
-        self._owned = client is None
-        self._client = _make_trio_safe(client if client is not None else _make_client(None, None, None))
+    def __init__(self, client: AsyncClient | None = None, *, watch_client: AsyncClient | None = None) -> None:
+        self._owned: list[AsyncClient] = []
+        if client is None:
+            config = _load_config(None, None)
+            client = _make_client(config, None, REQUEST_LIMITS)
+            self._owned.append(client)
+            if watch_client is None:
+                watch_client = _make_client(config, None, WATCH_LIMITS)
+                self._owned.append(watch_client)
+        self._client = _make_trio_safe(client)
+        self._watch_client = _make_trio_safe(watch_client) if watch_client is not None else self._client
 
     @classmethod
     def from_kubeconfig(
@@ -255,8 +299,11 @@ class KubernetesLeaseStore:
         Raises:
             ConfigurationError: the file is missing or not a valid kubeconfig, or has no such context.
         """
-        store = cls(_make_client(path, context, namespace))
-        store._owned = True
+        config = _load_config(path, context)
+        store = cls(
+            _make_client(config, namespace, REQUEST_LIMITS), watch_client=_make_client(config, namespace, WATCH_LIMITS)
+        )
+        store._owned = [store._client, store._watch_client]
         return store
 
     @property
@@ -265,9 +312,9 @@ class KubernetesLeaseStore:
         return str(self._client.namespace or "default")
 
     async def aclose(self) -> None:
-        """Close the client if this store made it."""
-        if self._owned:
-            await self._client.close()
+        """Close the clients this store made."""
+        for client in self._owned:
+            await client.close()
 
     async def get(self, namespace: str, name: str) -> LeaseRecord | None:
         """Read the Lease; None if it does not exist."""
@@ -335,7 +382,7 @@ class KubernetesLeaseStore:
         while True:
             # lightkube's watch re-opens a stream the server ended (its watch timeout) from the
             # last version it saw; we only come back here on a failure.
-            events: AsyncGenerator[tuple[str, Lease]] = self._client.watch(  # type: ignore[assignment]
+            events: AsyncGenerator[tuple[str, Lease]] = self._watch_client.watch(  # type: ignore[assignment]
                 Lease, namespace=namespace, fields={"metadata.name": name}, resource_version=version
             )
             try:

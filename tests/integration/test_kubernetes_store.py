@@ -357,3 +357,41 @@ async def test_a_follower_keeps_seeing_changes_across_server_side_watch_timeouts
                 event = await events.__anext__()
                 assert event.leader == f"h{n}"
                 assert trio.current_time() - written_at < 1
+
+
+async def test_one_store_serves_many_electors_without_starving_renewals(kube: KubeServer) -> None:
+    """150 Electors on one store: 150 open watches plus their renewals.
+
+    Watches and requests share no connection pool: in one pool of lightkube's 100
+    connections the watches alone would fill it and renewals would wait for a free one."""
+    count = 150
+    store = KubernetesLeaseStore.from_kubeconfig(str(kube.admin_kubeconfig), namespace=kube.namespace)
+    prefix = fresh_lease()
+    leading = 0
+    all_leading = trio.Event()
+    lost: list[LeadershipLost] = []
+
+    async def candidate(i: int) -> None:
+        nonlocal leading
+        async with Elector(f"{prefix}-{i}", identity=f"many-{i}", store=store, **FAST) as elector:
+            try:
+                async with elector.leading():
+                    leading += 1
+                    if leading == count:
+                        all_leading.set()
+                    await trio.sleep_forever()
+            except LeadershipLost as exc:
+                lost.append(exc)
+
+    try:
+        async with trio.open_nursery() as nursery:
+            for i in range(count):
+                nursery.start_soon(candidate, i)
+            with trio.fail_after(120):
+                await all_leading.wait()
+            # Five renewal periods more: every Elector keeps renewing, none is cut off.
+            await trio.sleep(5 * FAST["retry_period"])
+            nursery.cancel_scope.cancel()
+    finally:
+        await store.aclose()
+    assert lost == []

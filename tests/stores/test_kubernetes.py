@@ -326,6 +326,35 @@ async def test_watch_resumes_from_the_latest_version_when_the_server_ends_the_st
     assert server.seen() == [GET, watch("10"), watch("11")]
 
 
+async def test_watches_go_through_the_watch_client_and_requests_through_the_other(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    requests, watches = FakeApiServer(), FakeApiServer()
+    config = KubeConfig.from_dict(kubeconfig())
+    async with (
+        AsyncClient(config, namespace=NS, transport=httpx.MockTransport(requests)) as client,
+        AsyncClient(config, namespace=NS, transport=httpx.MockTransport(watches)) as watch_client,
+    ):
+        store = KubernetesLeaseStore(client, watch_client=watch_client)
+        requests.replies += [ok(lease("10")), ok(lease("11"))]
+        watches.replies += [stream(("MODIFIED", lease("12", "b")))]
+        assert summary(await first(2, store)) == [("10", "a"), ("12", "b")]
+        await store.update(CURRENT, SPEC)
+    assert requests.seen() == [GET, ("PUT", ONE, {})]
+    assert watches.seen() == [watch("10")]
+
+
+async def test_a_store_made_from_a_kubeconfig_owns_two_pools_and_closes_both(tmp_path: Path) -> None:
+    path = tmp_path / "config"
+    path.write_text(json.dumps(kubeconfig()))
+    store = KubernetesLeaseStore.from_kubeconfig(str(path))
+    clients = {id(store._client), id(store._watch_client)}
+    assert len(clients) == 2
+    await store.aclose()
+    assert store._client._client._client.is_closed
+    assert store._watch_client._client._client.is_closed
+
+
 async def test_watch_rereads_after_410_gone_and_resumes_from_the_fresh_version(
     autojump_clock: trio.testing.MockClock, server: FakeApiServer, store: KubernetesLeaseStore
 ) -> None:
