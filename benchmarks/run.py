@@ -5,11 +5,17 @@
     python benchmarks/run.py --profile default --trials 5 --steady-seconds 60 --only lease-guard,client-go
     python benchmarks/run.py --render benchmarks/results/results-XXXX.json   # re-render BENCHMARKS.md
 
-Starts etcd + kube-apiserver with tests/integration/kube_harness.py, builds the peers
+Starts etcd + kube-apiserver with tests/integration/kube_harness.py (watch timeout 30-60 min as
+in a default cluster, and an audit log of Lease requests, so each peer's requests are counted
+at the server under its own ServiceAccount), builds the peers
 (benchmarks/peers/*/build.sh) and runs them as subprocesses that print JSON lines with
 CLOCK_MONOTONIC timestamps; this script timestamps its own actions with time.monotonic()
 (the same clock). Raw results go to benchmarks/results/results-<stamp>.json, charts to
 benchmarks/results/*.png, the report to BENCHMARKS.md.
+
+Implementations run side by side: the latency trials of every (implementation, profile)
+pair run concurrently, each pair on its own Leases and in its own thread, and so do the
+steady-state windows; the scale runs come last, alone.
 """
 
 from __future__ import annotations
@@ -18,16 +24,17 @@ import argparse
 import contextlib
 import datetime
 import functools
+import itertools
 import json
 import os
 import platform
 import random
-import re
 import shlex
 import signal
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import traceback
@@ -52,6 +59,81 @@ LATENCY_METRICS = {
 }
 
 _COND = threading.Condition()
+_SAVE = threading.Lock()
+
+# Every Lease request of the peers' ServiceAccounts, when it arrives and (for watches) when it
+# ends; nothing from the scale runs (hundreds of requests a second) or the admin.
+AUDIT_POLICY = """\
+apiVersion: audit.k8s.io/v1
+kind: Policy
+rules:
+- level: None
+  users: ["system:serviceaccount:{ns}:bench-scale"]
+- level: Metadata
+  userGroups: ["system:serviceaccounts"]
+  resources: [{{group: "coordination.k8s.io", resources: ["leases"]}}]
+  omitStages: ["ResponseStarted", "Panic"]
+- level: None
+"""
+
+
+class Audit:
+    """Reads kube-apiserver's JSON audit log: Lease requests per ServiceAccount."""
+
+    def __init__(self, namespace: str) -> None:
+        self.dir = Path(tempfile.mkdtemp(prefix="lease-guard-bench-audit-"))
+        self.policy = self.dir / "policy.yaml"
+        self.policy.write_text(AUDIT_POLICY.format(ns=namespace))
+        self.path = self.dir / "audit.log"
+        self.ns = namespace
+        self._lock = threading.Lock()
+        self._offset = 0
+        self._events: dict[str, list[tuple[float, str, str]]] = {}  # user -> [(wall time, verb, stage)]
+
+    def apiserver_args(self) -> list[str]:
+        return [
+            f"--audit-policy-file={self.policy}",
+            f"--audit-log-path={self.path}",
+            "--audit-log-format=json",
+            "--audit-log-maxsize=0",
+            "--audit-log-mode=blocking",
+            # Watches last 30-60 min, as with kube-apiserver's default (the tests use 5 s).
+            "--min-request-timeout=1800",
+        ]
+
+    def _read(self) -> None:
+        if not self.path.exists():
+            return
+        with self.path.open("rb") as f:
+            f.seek(self._offset)
+            data = f.read()
+        end = data.rfind(b"\n") + 1
+        self._offset += end
+        for line in data[:end].splitlines():
+            ev = json.loads(line)
+            t = datetime.datetime.fromisoformat(ev["requestReceivedTimestamp"].replace("Z", "+00:00")).timestamp()
+            self._events.setdefault(ev["user"]["username"], []).append((t, ev["verb"], ev["stage"]))
+
+    def counts(self, account: str, t0: float, t1: float) -> dict[str, int]:
+        """Requests of ServiceAccount `account` received in [t0, t1) (wall clock), by verb."""
+        time.sleep(0.5)  # the log is written as requests arrive; let the last lines land
+        with self._lock:
+            self._read()
+            evs = self._events.get(f"system:serviceaccount:{self.ns}:{account}", [])
+        out: dict[str, int] = {}
+        for t, verb, stage in evs:
+            if stage == "RequestReceived" and t0 <= t < t1:
+                out[verb] = out.get(verb, 0) + 1
+        return out
+
+    def open_watches(self, account: str, since: float) -> int:
+        """Watches of `account` opened since `since` and not yet ended."""
+        with self._lock:
+            self._read()
+            evs = self._events.get(f"system:serviceaccount:{self.ns}:{account}", [])
+        opened = sum(1 for t, v, s in evs if v == "watch" and s == "RequestReceived" and t >= since)
+        ended = sum(1 for t, v, s in evs if v == "watch" and s == "ResponseComplete" and t >= since)
+        return opened - ended
 
 
 def log(msg: str) -> None:
@@ -181,39 +263,49 @@ class TrialError(Exception):
 
 
 class Bench:
-    def __init__(self, kube: Any, args: argparse.Namespace, argv: dict[str, list[str]]) -> None:
+    def __init__(self, kube: Any, args: argparse.Namespace, argv: dict[str, list[str]], audit: Audit) -> None:
         from lightkube.models.rbac_v1 import PolicyRule
 
-        self.kube, self.args, self.argv = kube, args, argv
+        self.kube, self.args, self.argv, self.audit = kube, args, argv, audit
         self.ns = kube.namespace
-        self.admin = kube.sync_admin_client()
+        self._local = threading.local()
         self.watch_client = kube.sync_admin_client()
-        # One ServiceAccount for every peer: any Lease in the namespace, nothing else.
-        self.peer_kubeconfig = kube.kubeconfig_for_rules(
-            "bench-peer",
-            [
-                PolicyRule(
-                    apiGroups=["coordination.k8s.io"],
-                    resources=["leases"],
-                    verbs=["get", "list", "watch", "create", "update", "patch"],
-                )
-            ],
-        )
+        # One ServiceAccount per implementation (its requests are counted at the server under
+        # it) and one for the scale runs: any Lease in the namespace, nothing else.
+        rules = [
+            PolicyRule(
+                apiGroups=["coordination.k8s.io"],
+                resources=["leases"],
+                verbs=["get", "list", "watch", "create", "update", "patch"],
+            )
+        ]
+        self.kubeconfigs = {impl: kube.kubeconfig_for_rules(self.account(impl), rules) for impl in [*argv, "scale"]}
         self.env = dict(os.environ, NO_PROXY="127.0.0.1,localhost", no_proxy="127.0.0.1,localhost", TZ="UTC")
         self.logdir = RESULTS / "logs"
         self.logdir.mkdir(parents=True, exist_ok=True)
-        self.seq = 0
+        self._seq = itertools.count(1)
         self.stamp = time.strftime("%Y%m%d-%H%M%S")
 
+    @staticmethod
+    def account(impl: str) -> str:
+        return f"bench-{impl}"
+
+    @property
+    def admin(self) -> Any:
+        """The admin's lightkube Client, one per thread."""
+        client = getattr(self._local, "admin", None)
+        if client is None:
+            client = self._local.admin = self.kube.sync_admin_client()
+        return client
+
     def lease_name(self, what: str) -> str:
-        self.seq += 1
-        return f"b{self.stamp[-6:]}-{what}-{self.seq}"
+        return f"b{self.stamp[-6:]}-{what}-{next(self._seq)}"
 
     def spawn(self, impl: str, profile: str, lease: str, identity: str, *extra: str) -> Peer:
         ld, rd, rp = PROFILES[profile]
         argv = [
             *self.argv[impl],
-            "--kubeconfig", str(self.peer_kubeconfig),
+            "--kubeconfig", str(self.kubeconfigs[impl]),
             "--namespace", self.ns,
             "--lease", lease,
             "--identity", identity,
@@ -282,7 +374,7 @@ class Bench:
         peers: list[Peer] = []
         try:
             for i in range(n):
-                peers.append(self.spawn(impl, profile, lease, f"{impl}-{self.seq}-{'ab'[i]}"))
+                peers.append(self.spawn(impl, profile, lease, f"{lease}-{'ab'[i]}"))
             if not wait_for(lambda: all(p.find("ready") for p in peers), 90):
                 raise TrialError("peers not ready within 90 s")
             yield lease, peers
@@ -385,65 +477,38 @@ class Bench:
         self.delete_lease(name)
         return {"put_rtt": put, "watch_delivery": delivery}
 
-    # server-side request counting (apiserver /metrics) ---------------------------------
-
-    def lease_requests(self) -> dict[str, float]:
-        """apiserver_request_total for resource=leases summed by verb (all users)."""
-        http = self.admin._client._client  # lightkube Client -> httpx Client with the admin cert
-        text = http.get(self.kube.url + "/metrics").text
-        out: dict[str, float] = {}
-        for line in text.splitlines():
-            if line.startswith("apiserver_request_total{") and 'resource="leases"' in line:
-                verb = re.search(r'verb="([^"]*)"', line)
-                key = verb.group(1) if verb else "?"
-                out[key] = out.get(key, 0.0) + float(line.rsplit(" ", 1)[1])
-            if line.startswith("apiserver_longrunning_requests{") and 'resource="leases"' in line:
-                out["open_watches"] = out.get("open_watches", 0.0) + float(line.rsplit(" ", 1)[1])
-        return out
-
-    def measure_baseline(self, seconds: float) -> dict[str, float]:
-        """Lease requests/min with no peer running (most likely kube-apiserver's own identity-lease
-        heartbeat, a PUT every 10 s, and one Lease watch); subtracted from every window."""
-        m0, t0 = self.lease_requests(), time.monotonic()
-        time.sleep(seconds)
-        m1, t1 = self.lease_requests(), time.monotonic()
-        minutes = (t1 - t0) / 60
-        base = {v: (m1.get(v, 0) - m0.get(v, 0)) / minutes for v in set(m0) | set(m1) if v != "open_watches"}
-        base["open_watches"] = m1.get("open_watches", 0)
-        self.baseline = base
-        return base
+    # server-side request counting (the audit log) ---------------------------------------
 
     def requests_window(self, impl: str, profile: str, role: str, seconds: float) -> dict[str, Any]:
-        """Requests of ONE process over `seconds`: as leader, or as follower of a Lease the
-        admin holds and renews every retry_period (the admin's own requests are subtracted)."""
+        """Requests of ONE process over `seconds`, counted at the server under its own
+        ServiceAccount: as leader, or as follower of a Lease the admin holds and renews every
+        retry_period (the admin's requests are not in the count)."""
         from lightkube import ApiError
         from lightkube.resources.coordination_v1 import Lease
 
         ld, _, rp = PROFILES[profile]
         lease = self.lease_name("req")
-        own = {"GET": 0, "PUT": 0}
         stop = threading.Event()
         if role == "follower":
             self.create_lease(lease, "admin-holder", int(ld))
 
             def renew() -> None:
-                cur = self.admin.get(Lease, lease, namespace=self.ns)
-                own["GET"] += 1
+                admin = self.kube.sync_admin_client()
+                cur = admin.get(Lease, lease, namespace=self.ns)
                 while not stop.wait(rp):
                     cur.spec.renewTime = datetime.datetime.now(datetime.UTC)
                     try:
-                        own["PUT"] += 1
-                        cur = self.admin.replace(cur)
+                        cur = admin.replace(cur)
                     except ApiError:
-                        own["GET"] += 1
-                        cur = self.admin.get(Lease, lease, namespace=self.ns)
+                        cur = admin.get(Lease, lease, namespace=self.ns)
+                admin.close()
 
-            renewer = threading.Thread(target=renew, daemon=True)
-            renewer.start()
+            threading.Thread(target=renew, daemon=True).start()
         elif impl == "python-asyncio":
             self.create_lease(lease)
         extra = ("--count-requests",) if impl == "lease-guard" else ()
-        peer = self.spawn(impl, profile, lease, f"{impl}-{self.seq}-{role}", *extra)
+        spawned = time.time()
+        peer = self.spawn(impl, profile, lease, f"{lease}-{role}", *extra)
         try:
             if not wait_for(lambda: peer.find("ready"), 90):
                 raise TrialError("peer not ready")
@@ -452,35 +517,24 @@ class Bench:
             time.sleep(rp * 2 + 0.5)
             if role == "follower" and peer.find("started"):
                 raise TrialError("follower took the admin-held Lease")
-            own0 = dict(own)
             n0 = len(peer.events)
             if impl == "lease-guard":
                 peer.signal(signal.SIGUSR1)
-            m0, t0 = self.lease_requests(), time.monotonic()
+            t0 = time.time()
             time.sleep(seconds)
-            m1, t1 = self.lease_requests(), time.monotonic()
+            t1 = time.time()
             if impl == "lease-guard":
                 peer.signal(signal.SIGUSR1)
             if role == "follower" and peer.find("started"):
                 raise TrialError("follower took the admin-held Lease during the window")
             minutes = (t1 - t0) / 60
-            server = {
-                v: (m1.get(v, 0) - m0.get(v, 0)) / minutes
-                for v in set(m0) | set(m1)
-                if v != "open_watches" and m1.get(v, 0) != m0.get(v, 0)
-            }
-            server["GET"] = server.get("GET", 0) - (own["GET"] - own0["GET"]) / minutes
-            server["PUT"] = server.get("PUT", 0) - (own["PUT"] - own0["PUT"]) / minutes
-            base = getattr(self, "baseline", None) or {}
-            for v, x in base.items():
-                if v != "open_watches":
-                    server[v] = server.get(v, 0) - x
-            server = {v: round(x, 2) for v, x in server.items() if abs(x) > 0.01}
+            counts = self.audit.counts(self.account(impl), t0, t1)
+            server = {verb: round(n / minutes, 2) for verb, n in sorted(counts.items())}
             res: dict[str, Any] = {
                 "server_per_min": server,
-                "server_total_per_min": round(sum(server.values()), 2),
-                "open_watches": m1.get("open_watches", 0) - base.get("open_watches", 0),
-                "baseline_subtracted": bool(base),
+                "server_total_per_min": round(sum(counts.values()) / minutes, 2),
+                "open_watches": self.audit.open_watches(self.account(impl), spawned),
+                "window_s": round(t1 - t0, 1),
             }
             if impl == "lease-guard":
 
@@ -525,7 +579,7 @@ class Bench:
     def scale(self, k: int, seconds: float) -> dict[str, Any]:
         argv = [
             sys.executable, str(BENCH / "scale.py"),
-            "--kubeconfig", str(self.peer_kubeconfig),
+            "--kubeconfig", str(self.kubeconfigs["scale"]),
             "--namespace", self.ns,
             "--leases", str(k),
             "--seconds", f"{seconds:g}",
@@ -586,7 +640,7 @@ def requests_table(res: dict[str, Any], profile: str) -> str:
     if not data:
         return ""
     lines = [
-        "| implementation | role | server-side lease requests/min (by verb) | total/min | open watches | lease_guard client-side count/min |",  # noqa: E501
+        "| implementation | role | Lease requests/min at the server, by verb (audit log, this process only) | total/min | watches open | lease_guard client-side count/min |",  # noqa: E501
         "|---|---|---|---|---|---|",
     ]
     for impl, roles in data.items():
@@ -751,14 +805,18 @@ SIGTERM (handover) or SIGKILL (failover) it.
 Times are the peers' own CLOCK_MONOTONIC stamps (`started`/`stopped`) and the runner's
 `time.monotonic()` just before `os.kill`. Loss detection: one candidate; the admin GETs the Lease
 and PUTs holderIdentity=admin-steal (resourceVersion precondition, leaseDurationSeconds 3600).
-Requests: ONE process alone over the window (leader; or follower of a Lease that the runner
-holds and renews every retry_period), counted server-side from kube-apiserver's
-`apiserver_request_total{resource="leases"}` (the runner's own renewals subtracted, and the
-baseline of the server with no peer running: ~6 PUT/min, most likely kube-apiserver's own
-identity-lease heartbeat, and one open Lease watch), plus
-lease_guard's client-side count (httpx request hook in the peer). WATCH requests are counted
-by the server only when they end, so the open-watch gauge is shown too.
+Requests: ONE process over the window (leader; or follower of a Lease that the runner
+holds and renews every retry_period), counted at the server from kube-apiserver's audit log
+(stage RequestReceived) under the implementation's own ServiceAccount, by verb; "watches open"
+is watches that process opened and the server has not ended. kube-apiserver runs with
+`--min-request-timeout=1800` here (watches last 30-60 min, the default), so watch re-opens are
+rare. lease_guard's client-side count (httpx request hook in the peer) is shown beside it.
 CPU/RSS: leader + follower over the steady window, /proc/<pid>/stat utime+stime and VmHWM.
+
+All (implementation, profile) pairs run their latency trials at the same time, each on its
+own Leases (the trials of one pair interleave handover, failover and loss), so every
+implementation meets the same load; likewise the steady windows. The scale runs come last,
+alone on the machine.
 """
 
 
@@ -812,15 +870,6 @@ def render(res: dict[str, Any], json_name: str) -> str:
         t = requests_table(res, profile)
         if t:
             out += [f"## API requests per minute — profile `{profile}`", "", t, ""]
-            rows = [r for roles in res["requests"][profile].values() for r in roles.values() if "error" not in r]
-            if any(not r.get("baseline_subtracted") for r in rows):
-                out += [
-                    "Server-side counts of this run are RAW: they include ~6 PUT/min and 1 open Lease watch that "
-                    "no peer makes (client-go's follower, which never PUTs, shows them too): most likely "
-                    "kube-apiserver's own identity-lease heartbeat (a PUT every 10 s). run.py now measures "
-                    "this baseline with no peer running and subtracts it.",
-                    "",
-                ]
         t = steady_table(res, profile)
         if t:
             out += [f"## CPU and memory in steady leadership — profile `{profile}`", "", t, ""]
@@ -859,16 +908,13 @@ def check_targets(res: dict[str, Any]) -> list[str]:
     for profile, by_impl in res.get("requests", {}).items():
         f = by_impl.get("lease-guard", {}).get("follower")
         if f and "error" not in f:
-            # lease_guard's own count (httpx hook) is exact; the server-side one is server-wide
-            # and, in runs without a baseline, includes requests no peer made.
-            counts = f.get("client_per_min") or f["server_per_min"]
-            extra = {v: x for v, x in counts.items() if v not in ("WATCH", "total")}
-            src = "client-side count" if f.get("client_per_min") else "server-side count"
+            counts = f["server_per_min"]
+            extra = {v: x for v, x in counts.items() if v.lower() not in ("watch", "total")}
             out.append(
-                f"- [{profile}] idle follower makes no requests beyond its watch ({src}): "
-                f"{extra or 'none besides WATCH'} "
+                f"- [{profile}] idle follower makes no requests beyond its watch (audit log): "
+                f"{extra or 'none besides watch'} "
                 f"({'OK' if not any(x > 0.5 for x in extra.values()) else 'MISSED'}); "
-                f"WATCH (re)opens/min {counts.get('WATCH', 0):g}"
+                f"watch (re)opens/min {counts.get('watch', 0):g}, watches open {f.get('open_watches', '?')}"
             )
     big = res.get("scale", {}).get("1000")
     scale_ok = bool(big) and big.get("cpu_fraction", 2) <= 1.0 and not big.get("error") and not big.get("lost")
@@ -1007,71 +1053,97 @@ def main() -> int:
     res["impls"] = [i for i in only if i in argv]
     os.environ.setdefault("NO_PROXY", "127.0.0.1,localhost")
     log("starting kube-apiserver + etcd ...")
+    audit = Audit(kube_harness.NAMESPACE)
+    res["audit_log"] = str(audit.path)
+
+    def save() -> None:
+        with _SAVE:
+            res["elapsed_s"] = time.monotonic() - t_begin
+            json_path.write_text(json.dumps(res, indent=1))
+
+    def side_by_side(jobs: list[tuple[str, Callable[[], None]]]) -> None:
+        """Run the jobs at the same time, one thread each; a crash is logged, not fatal."""
+
+        def guarded(name: str, job: Callable[[], None]) -> None:
+            try:
+                job()
+            except Exception:
+                log(f"{name}: crashed")
+                traceback.print_exc()
+
+        threads = [threading.Thread(target=guarded, args=job, name=job[0], daemon=True) for job in jobs]
+        for t in threads:
+            t.start()
+        for t in threads:
+            while t.is_alive():
+                t.join(1.0)  # wake up for KeyboardInterrupt
+
     try:
-        with contextlib.contextmanager(kube_harness.kube_server)() as kube:
-            bench = Bench(kube, args, argv)
+        with contextlib.contextmanager(kube_harness.kube_server)(audit.apiserver_args()) as kube:
+            bench = Bench(kube, args, argv, audit)
             log("measuring the floor")
             res["floor"] = bench.floor(args.floor_samples)
             a, b = summarize(res["floor"]["put_rtt"]), summarize(res["floor"]["watch_delivery"])
             res["floor_s"] = (a["median"] + b["median"]) if a and b else None
             log(floor_text(res))
 
-            def save() -> None:
-                res["elapsed_s"] = time.monotonic() - t_begin
-                json_path.write_text(json.dumps(res, indent=1))
-
-            for profile in profiles:
-                if "latency" in skip:
-                    break
-                for impl in res["impls"]:
-                    lat = res["latency"][profile].setdefault(impl, {})
-                    err = res["errors"][profile].setdefault(impl, {})
+            def latency(profile: str, impl: str) -> None:
+                lat = res["latency"][profile].setdefault(impl, {})
+                err = res["errors"][profile].setdefault(impl, {})
+                for n in range(trials):
                     for name, fn in (
                         ("handover", bench.trial_handover),
                         ("failover", bench.trial_failover),
                         ("loss", bench.trial_loss),
                     ):
-                        for n in range(trials):
-                            try:
-                                trial = fn(impl, profile)
-                            except Exception as e:  # a failed trial is a result
-                                err.setdefault(name, []).append(f"{type(e).__name__}: {e}")
-                                log(f"{profile} {impl} {name} #{n + 1}: FAILED {e}")
-                                if not isinstance(e, TrialError):
-                                    traceback.print_exc()
-                                continue
-                            for key, v in trial.items():
-                                lat.setdefault(key, []).append(v)
-                            log(
-                                f"{profile} {impl} {name} #{n + 1}: "
-                                + ", ".join(f"{k}={v * 1000:.0f}ms" for k, v in trial.items())
-                            )
-                        save()
-            if "requests" not in skip:
-                log("measuring the request baseline (no peer running)")
-                res["requests_baseline"] = bench.measure_baseline(args.request_seconds)
-                log(f"baseline: {res['requests_baseline']}")
-            for profile in profiles:
-                if "requests" not in skip:
-                    for impl in res["impls"]:
-                        for role in ("follower", "leader"):
-                            r: dict[str, Any]
-                            try:
-                                r = bench.requests_window(impl, profile, role, args.request_seconds)
-                            except Exception as e:
-                                r = {"error": f"{type(e).__name__}: {e}"}
-                            res["requests"].setdefault(profile, {}).setdefault(impl, {})[role] = r
-                            log(f"{profile} {impl} requests {role}: {r}")
-                            save()
-                if "steady" not in skip:
-                    for impl in res["impls"]:
                         try:
-                            r = bench.steady(impl, profile, args.steady_seconds)
+                            trial = fn(impl, profile)
+                        except Exception as e:  # a failed trial is a result
+                            err.setdefault(name, []).append(f"{type(e).__name__}: {e}")
+                            log(f"{profile} {impl} {name} #{n + 1}: FAILED {e}")
+                            if not isinstance(e, TrialError):
+                                traceback.print_exc()
+                            continue
+                        for key, v in trial.items():
+                            lat.setdefault(key, []).append(v)
+                        log(
+                            f"{profile} {impl} {name} #{n + 1}: "
+                            + ", ".join(f"{k}={v * 1000:.0f}ms" for k, v in trial.items())
+                        )
+                    save()
+
+            def requests(impl: str) -> None:
+                for profile in profiles:
+                    for role in ("follower", "leader"):
+                        r: dict[str, Any]
+                        try:
+                            r = bench.requests_window(impl, profile, role, args.request_seconds)
                         except Exception as e:
                             r = {"error": f"{type(e).__name__}: {e}"}
-                        res["steady"].setdefault(profile, {})[impl] = r
-                        log(f"{profile} {impl} steady: {r}")
+                        res["requests"].setdefault(profile, {}).setdefault(impl, {})[role] = r
+                        log(f"{profile} {impl} requests {role}: {r}")
                         save()
+
+            def steady(profile: str, impl: str) -> None:
+                r: dict[str, Any]
+                try:
+                    r = bench.steady(impl, profile, args.steady_seconds)
+                except Exception as e:
+                    r = {"error": f"{type(e).__name__}: {e}"}
+                res["steady"].setdefault(profile, {})[impl] = r
+                log(f"{profile} {impl} steady: {r}")
+                save()
+
+            pairs = [(profile, impl) for profile in profiles for impl in res["impls"]]
+            if "latency" not in skip:
+                log(f"latency trials: {trials} per metric, {len(pairs)} pairs side by side")
+                side_by_side([(f"{pr} {i}", functools.partial(latency, pr, i)) for pr, i in pairs])
+            if "requests" not in skip:
+                log(f"requests: {args.request_seconds:g} s windows, implementations side by side")
+                side_by_side([(i, functools.partial(requests, i)) for i in res["impls"]])
+            if "steady" not in skip:
+                log(f"steady state: {args.steady_seconds:g} s, all pairs side by side")
+                side_by_side([(f"{pr} {i}", functools.partial(steady, pr, i)) for pr, i in pairs])
             if "scale" not in skip and "lease-guard" in res["impls"]:
                 for k in scale_k:
                     try:
