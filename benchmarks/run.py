@@ -576,6 +576,23 @@ class Bench:
             out["still_leading"] = not leader.find("stopped")
             return out
 
+    def put_cost(self, requests: int = 1000) -> dict[str, Any]:
+        """CPU per Lease PUT by Python HTTP stack (benchmarks/put_cost.py)."""
+        argv = [
+            sys.executable, str(BENCH / "put_cost.py"),
+            "--kubeconfig", str(self.kubeconfigs["scale"]),
+            "--namespace", self.ns,
+            "--requests", str(requests),
+            "--lease", self.lease_name("putcost"),
+        ]  # fmt: skip
+        with (self.logdir / "scale.log").open("ab") as err:
+            proc = subprocess.run(argv, stdout=subprocess.PIPE, stderr=err, text=True, env=self.env, timeout=600)
+        lines = proc.stdout.strip().splitlines()
+        if proc.returncode != 0 or not lines:
+            raise TrialError(f"put_cost.py exit {proc.returncode}")
+        result: dict[str, Any] = json.loads(lines[-1])
+        return result
+
     def scale(self, k: int, seconds: float) -> dict[str, Any]:
         argv = [
             sys.executable, str(BENCH / "scale.py"),
@@ -682,7 +699,7 @@ def scale_table(res: dict[str, Any]) -> str:
         "| leases K | clients | startup s | CPU fraction (1.0 = one core) | requests/s | renewals seen / expected | lateness median / p99 / max ms | tenures lost | peak RSS MB |",  # noqa: E501
         "|---|---|---|---|---|---|---|---|---|",
     ]
-    for k, r in data.items():
+    for k, r in sorted(data.items(), key=lambda kv: int(kv[0])):
         if "cpu_fraction" not in r:
             lines.append(f"| {k} | error: {r.get('error')} | | | | | | | |")
             continue
@@ -691,6 +708,27 @@ def scale_table(res: dict[str, Any]) -> str:
             f"{r['renewals']} / {r['expected_renewals']:.0f} | {ms(r['lateness_median'])} / {ms(r['lateness_p99'])} / {ms(r['lateness_max'])} | "  # noqa: E501
             f"{r['lost']} | {r['rss_peak_mb']:.0f} |" + (f" {r['error']}" if r.get("error") else "")
         )
+    return "\n".join(lines)
+
+
+def put_cost_text(res: dict[str, Any]) -> str:
+    c = res.get("put_cost")
+    if not c or "error" in c:
+        return f"CPU per PUT: not measured ({c['error']})" if c else ""
+    rows = [
+        ("lease_guard's store.update (lightkube, httpx, trio)", c["store_update"]),
+        ("bare httpx AsyncClient under trio, body pre-serialized", c["httpx_trio"]),
+        ("bare httpx Client, blocking sockets", c["httpx_sync"]),
+    ]
+    lines = [
+        f"CPU per Lease PUT, {c['requests']} sequential PUTs (`benchmarks/put_cost.py`); 500 PUT/s "
+        "(1000 leases at retry_period 2 s) take 500 x this of a core:",
+        "",
+        "| HTTP stack | CPU ms per PUT | wall ms per PUT | share of a core at 500 PUT/s |",
+        "|---|---|---|---|",
+    ]
+    for name, r in rows:
+        lines.append(f"| {name} | {r['cpu_ms']:.2f} | {r['wall_ms']:.2f} | {r['cpu_ms'] * 0.5:.2f} |")
     return "\n".join(lines)
 
 
@@ -876,6 +914,8 @@ def render(res: dict[str, Any], json_name: str) -> str:
     t = scale_table(res)
     if t:
         out += ["## Scale: K leases in one lease_guard process (retry_period 2 s)", "", t, ""]
+        if res.get("put_cost"):
+            out += [put_cost_text(res), ""]
     out += ["## Targets", "", *res.get("targets", []), ""]
     out += [NOTES, ""]
     if res.get("not_measured"):
@@ -940,6 +980,7 @@ def print_table(res: dict[str, Any]) -> None:
                 print(f"\n== {profile}\n{t}")
     if res.get("scale"):
         print("\n== scale\n" + scale_table(res))
+        print(put_cost_text(res))
     print("\n== targets")
     print("\n".join(res.get("targets", [])))
 
@@ -975,6 +1016,8 @@ def merge(runs: list[dict[str, Any]]) -> dict[str, Any]:
             for pr, v in r.get(key, {}).items():
                 res[key].setdefault(pr, {}).update(v)
         res["scale"].update(r.get("scale", {}))
+        if r.get("put_cost"):
+            res["put_cost"] = r["put_cost"]
         res["impls"] += [i for i in r["impls"] if i not in res["impls"]]
         res["skipped"].update(r.get("skipped", {}))
         res["not_measured"] = sorted(set(res["not_measured"]) | set(r.get("not_measured", [])))
@@ -1145,6 +1188,11 @@ def main() -> int:
                 log(f"steady state: {args.steady_seconds:g} s, all pairs side by side")
                 side_by_side([(f"{pr} {i}", functools.partial(steady, pr, i)) for pr, i in pairs])
             if "scale" not in skip and "lease-guard" in res["impls"]:
+                try:
+                    res["put_cost"] = bench.put_cost()
+                except Exception as e:
+                    res["put_cost"] = {"error": f"{type(e).__name__}: {e}"}
+                log(f"CPU per PUT: {res['put_cost']}")
                 for k in scale_k:
                     try:
                         r = bench.scale(k, scale_s)
