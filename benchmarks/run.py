@@ -576,39 +576,32 @@ class Bench:
             out["still_leading"] = not leader.find("stopped")
             return out
 
-    def put_cost(self, requests: int = 1000) -> dict[str, Any]:
-        """CPU per Lease PUT by Python HTTP stack (benchmarks/put_cost.py)."""
-        argv = [
-            sys.executable, str(BENCH / "put_cost.py"),
-            "--kubeconfig", str(self.kubeconfigs["scale"]),
-            "--namespace", self.ns,
-            "--requests", str(requests),
-            "--lease", self.lease_name("putcost"),
-        ]  # fmt: skip
+    def _script(self, name: str, *args: str, timeout: float) -> dict[str, Any]:
+        """Run benchmarks/<name> as the scale ServiceAccount; its last stdout line is JSON."""
+        kubeconfig = str(self.kubeconfigs["scale"])
+        argv = [sys.executable, str(BENCH / name), "--kubeconfig", kubeconfig, "--namespace", self.ns]
         with (self.logdir / "scale.log").open("ab") as err:
-            proc = subprocess.run(argv, stdout=subprocess.PIPE, stderr=err, text=True, env=self.env, timeout=600)
+            proc = subprocess.run(
+                [*argv, *args], stdout=subprocess.PIPE, stderr=err, text=True, env=self.env, timeout=timeout
+            )
         lines = proc.stdout.strip().splitlines()
         if proc.returncode != 0 or not lines:
-            raise TrialError(f"put_cost.py exit {proc.returncode}")
+            raise TrialError(f"{name} exit {proc.returncode}")
         result: dict[str, Any] = json.loads(lines[-1])
         return result
 
+    def put_cost(self, requests: int = 1000) -> dict[str, Any]:
+        """CPU per Lease PUT by Python HTTP stack (benchmarks/put_cost.py)."""
+        return self._script(
+            "put_cost.py", "--requests", str(requests), "--lease", self.lease_name("putcost"), timeout=600
+        )
+
     def scale(self, k: int, seconds: float) -> dict[str, Any]:
-        argv = [
-            sys.executable, str(BENCH / "scale.py"),
-            "--kubeconfig", str(self.kubeconfigs["scale"]),
-            "--namespace", self.ns,
-            "--leases", str(k),
-            "--seconds", f"{seconds:g}",
-            "--prefix", self.lease_name(f"scale{k}"),
-        ]  # fmt: skip
-        with (self.logdir / "scale.log").open("ab") as err:
-            proc = subprocess.run(argv, stdout=subprocess.PIPE, stderr=err, text=True, env=self.env, timeout=1800)
-        lines = proc.stdout.strip().splitlines()
-        if proc.returncode != 0 or not lines:
-            raise TrialError(f"scale.py exit {proc.returncode}")
-        result: dict[str, Any] = json.loads(lines[-1])
-        return result
+        return self._script(
+            "scale.py",
+            *("--leases", str(k), "--seconds", f"{seconds:g}", "--prefix", self.lease_name(f"scale{k}")),
+            timeout=1800,
+        )
 
 
 # --------------------------------------------------------------------------------------
