@@ -130,6 +130,7 @@ func runOnce(ctx context.Context, client *clientset.Clientset, round int, namesp
 				mu.Unlock()
 				// The guarded work: runs until the elector cancels workCtx.
 				<-workCtx.Done()
+				emit("work_done")
 				logf("round %d: OnStartedLeading context done (guarded work ends)", round)
 			},
 			OnStoppedLeading: func() {
