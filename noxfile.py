@@ -27,10 +27,15 @@ def lint(session: nox.Session) -> None:
 
 @nox.session
 def chaos(session: nox.Session) -> None:
-    """Bounded chaos campaign (under 10 minutes): thousands of fault schedules, summary table."""
+    """Bounded chaos campaign (under 10 minutes): thousands of deterministic fault schedules, then
+    the real layer (candidate processes of lease_guard and client-go behind fault-injecting proxies,
+    real kube-apiserver; needs Go), each with a summary table."""
     session.install("-e", ".[test]")
-    session.run("python", "-m", "tests.reliability.campaign", "--schedules", "2000", "--seed", "1")
+    session.run("python", "-m", "tests.reliability.campaign", "--schedules", "1000", "--seed", "1")
     session.run("pytest", "tests/reliability", "-q", env={"HYPOTHESIS_PROFILE": "chaos"})
+    session.run(
+        "python", "-m", "tests.reliability.real", "--minutes", "5", "--seed", "1", "--impl", "lease-guard,client-go"
+    )
 
 
 @nox.session
