@@ -53,6 +53,7 @@ from ._errors import (
     LeaseConflict,
     LeaseNotFound,
     LeaseStoreError,
+    PermissionDenied,
     StoreUnavailable,
 )
 from ._groups import reraise, single_exception
@@ -124,6 +125,8 @@ class Memory:
     written_versions: collections.deque[str] = field(
         default_factory=lambda: collections.deque(maxlen=_REMEMBERED_WRITES)
     )
+    granted: set[str] = field(default_factory=set)
+    """Verbs ("read", "create", "update") the API server has allowed this candidate."""
 
     def check_run(self) -> None:
         """Forget monotonic times taken under another ``trio.run``: each run's clock has its own origin."""
@@ -323,19 +326,30 @@ class Campaign:
     async def observe(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Follow the Lease through the store's watch; started once the first state is in.
 
-        Transient failures (429, 5xx, unreachable) of the first read are retried for up to
-        renew_deadline, honouring Retry-After, then raised: a campaign started against a
-        server that stays unreachable says so instead of hanging. Later ones re-open the watch.
+        The first read must succeed within renew_deadline: transient failures (429, 5xx,
+        unreachable) are retried until then, honouring Retry-After, and a read that gets no
+        answer at all is given up then; either way StoreUnavailable is raised, so a campaign
+        started against a server that stays unreachable says so instead of hanging. Later
+        failures re-open the watch, including a refusal (401/403) of a read that was allowed
+        before: a restarted API server refuses requests until its authorizer has synced.
         """
         started = False
         give_up_at = self.clock.now() + self.options.renew_deadline
         while True:
             try:
-                async for record in self.store.watch(self.namespace, self.options.lease):
-                    self.see(record)
-                    if not started:
-                        started = True
-                        task_status.started()
+                with trio.CancelScope(deadline=math.inf if started else self.clock.at(give_up_at)) as first:
+                    async for record in self.store.watch(self.namespace, self.options.lease):
+                        self.see(record)
+                        self.memory.granted.add("read")
+                        if not started:
+                            started = True
+                            first.deadline = math.inf
+                            task_status.started()
+                if first.cancelled_caught:
+                    raise StoreUnavailable(
+                        f"no answer to a read of lease {self.namespace}/{self.options.lease} "
+                        f"within renew_deadline ({self.options.renew_deadline:g}s)"
+                    )
             except StoreUnavailable as exc:
                 now = self.clock.now()
                 if not started and now >= give_up_at:
@@ -343,6 +357,24 @@ class Campaign:
                 logger.warning("lease %s/%s: cannot watch yet, retrying: %s", self.namespace, self.options.lease, exc)
                 pause = exc.retry_after or self.options.retry_period
                 await trio.sleep_until(self.clock.at(min(now + pause, give_up_at) if not started else now + pause))
+            except PermissionDenied as exc:
+                if not self._refusal_is_transient("read", exc):
+                    raise
+                await trio.sleep_until(self.clock.at(self.clock.now() + self.options.retry_period))
+
+    def _refusal_is_transient(self, verb: str, exc: PermissionDenied) -> bool:
+        """A refusal of a verb the server allowed before is retried (and logged as an error)."""
+        if verb not in self.memory.granted:
+            return False
+        logger.error(
+            "lease %s/%s: the API server refused a request (%s) it allowed before; retrying (a restarted API server "
+            "does this until its authorizer has synced; if it persists, check RBAC): %s",
+            self.namespace,
+            self.options.lease,
+            verb,
+            exc,
+        )
+        return True
 
     # -- decisions ------------------------------------------------------------------------
 
@@ -394,6 +426,10 @@ class Campaign:
             lease_transitions=term,
         )
 
+    @staticmethod
+    def _verb(current: LeaseRecord | None) -> str:
+        return "create" if current is None else "update"
+
     async def _write(self, current: LeaseRecord | None, spec: LeaseSpec) -> LeaseRecord:
         self.memory.sent_specs.append(spec)
         if current is None:
@@ -401,6 +437,7 @@ class Campaign:
         else:
             record = await self.store.update(current, spec)
         self.memory.written_versions.append(record.resource_version)
+        self.memory.granted.add(self._verb(current))
         return record
 
     async def _reread(self) -> bool:
@@ -432,6 +469,11 @@ class Campaign:
                 self._pause_until = self.clock.now() + min(
                     self.options.retry_period, exc.retry_after or self.options.retry_period
                 )
+                return None
+            except PermissionDenied as exc:
+                if not self.patient or not self._refusal_is_transient(self._verb(current), exc):
+                    raise
+                self._pause_until = self.clock.now() + self.options.retry_period
                 return None
         if timeout.cancelled_caught:
             if not self.patient:
@@ -476,6 +518,11 @@ class Campaign:
         except StoreUnavailable as exc:
             logger.warning("lease %s/%s: renewal failed, will retry: %s", self.namespace, self.options.lease, exc)
             return sent_at + min(self.options.retry_period, exc.retry_after or self.options.retry_period)
+        except PermissionDenied as exc:
+            # Retried like an outage; the deadline still ends the tenure if it persists.
+            if not self._refusal_is_transient("update", exc):
+                tenure.lose(f"renewal failed: {exc}", exc)
+            return retry_at
         except LeaseStoreError as exc:
             tenure.lose(f"renewal failed: {exc}", exc)
             return retry_at

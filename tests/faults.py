@@ -15,7 +15,8 @@ from lease_guard import LeaseRecord, LeaseSpec, LeaseStore
 class FaultyStore:
     """Wraps a store as one candidate's network path to it.
 
-    - ``stalled``: requests and the watch hang (a partition) until it is cleared;
+    - ``stall()`` / ``heal()``: requests and the watch hang (a partition) until every
+      stall is healed (stalls nest: one fault's heal does not end another's stall);
     - ``answer_delay``: a request takes effect at once, its answer arrives this much later;
     - ``errors``: exceptions raised by the next requests, in order, before they take effect;
     - ``write_errors``: exceptions raised by the next writes before they take effect (409s);
@@ -24,7 +25,7 @@ class FaultyStore:
     """
 
     inner: LeaseStore
-    stalled: bool = False
+    stalls: int = 0
     answer_delay: float = 0.0
     errors: list[Exception] = field(default_factory=list)
     write_errors: list[Exception] = field(default_factory=list)
@@ -36,13 +37,19 @@ class FaultyStore:
     def default_namespace(self) -> str:
         return self.inner.default_namespace
 
+    @property
+    def stalled(self) -> bool:
+        return self.stalls > 0
+
     def stall(self) -> None:
-        self.stalled = True
-        self._healed = trio.Event()
+        if not self.stalled:
+            self._healed = trio.Event()
+        self.stalls += 1
 
     def heal(self) -> None:
-        self.stalled = False
-        self._healed.set()
+        self.stalls = max(0, self.stalls - 1)
+        if not self.stalled:
+            self._healed.set()
 
     async def _before(self, verb: str) -> None:
         self.requests.append((trio.current_time(), verb))

@@ -153,6 +153,46 @@ async def test_permanent_error_while_leading_ends_the_block_as_loss(autojump_clo
     assert trio.current_time() == 2
 
 
+async def test_entry_gives_up_on_a_store_that_never_answers(autojump_clock: trio.testing.MockClock) -> None:
+    store = FaultyStore(MemoryLeaseStore())
+    store.stall()  # a black-holed server: the first read hangs, no error ever comes
+    with pytest.raises(StoreUnavailable, match=r"no answer to a read of lease default/jobs within renew_deadline"):
+        async with Elector(LEASE, store=store):
+            raise AssertionError("unreachable")
+    assert trio.current_time() == 10
+
+
+async def test_a_refused_renewal_that_was_allowed_before_is_retried(
+    autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A restarted API server answers 403 until its authorizer has synced: not a reason to quit.
+    store = FaultyStore(MemoryLeaseStore())
+    async with Elector(LEASE, identity="a", store=store) as elector, elector.leading() as lead:
+        await trio.sleep(5)  # renewals at 2 and 4 succeeded: update is allowed
+        store.errors.extend(PermissionDenied("update forbidden (authorizer not ready)") for _ in range(3))
+        await trio.sleep(10)  # refused at 6, 8, 10; renewed at 12, inside the deadline of 14
+        assert elector.is_leader and lead.term == 0
+    assert "refused a request (update) it allowed before" in caplog.text
+
+
+async def test_a_refusal_that_outlasts_the_deadline_ends_the_tenure(autojump_clock: trio.testing.MockClock) -> None:
+    store = FaultyStore(MemoryLeaseStore())
+    with pytest.raises(LeadershipLost, match="renew_deadline"):
+        async with Elector(LEASE, identity="a", store=store) as elector, elector.leading():
+            await trio.sleep(3)
+            store.errors.extend(PermissionDenied("update forbidden") for _ in range(100))
+            await trio.sleep_forever()
+    assert trio.current_time() == 12  # the last successful send at 2, plus renew_deadline
+
+
+async def test_a_refused_first_acquire_ends_the_campaign(autojump_clock: trio.testing.MockClock) -> None:
+    store = FaultyStore(MemoryLeaseStore())
+    store.write_errors.append(PermissionDenied("cannot create leases: grant create"))
+    with pytest.raises(PermissionDenied, match="grant create"):
+        async with Elector(LEASE, store=store) as elector:
+            await elector.wait_leading()
+
+
 async def test_an_elector_is_entered_once(autojump_clock: trio.testing.MockClock) -> None:
     elector = Elector(LEASE, store=MemoryLeaseStore())
     async with elector:
