@@ -539,33 +539,57 @@ class Campaign:
         """Clear the holder so a follower takes over at once; bounded in time, never raises.
 
         Runs shielded from cancellation for at most retry_period: if the API server
-        cannot be reached by then, the Lease simply expires after lease_duration.
+        cannot be reached by then, the Lease simply expires after lease_duration. A
+        conflict is re-read once: a renewal cancelled in flight (the campaign is being
+        shut down) may have taken effect after the version we hold was read, and that
+        newer version is still ours to release.
         """
         current = self.memory.observed
-        if current is None or current.holder != self.options.identity or not self.memory.is_ours(current):
+        if not self._holding(current):
             return
+        with trio.move_on_after(self.options.retry_period) as scope:
+            scope.shield = True
+            try:
+                for attempt in range(2):
+                    assert current is not None
+                    try:
+                        self.see(await self._write(current, self._release_spec(current)))
+                        break
+                    except LeaseConflict:
+                        if attempt:
+                            raise
+                        current = await self.store.get(self.namespace, self.options.lease)
+                        self.see(current)
+                        if not self._holding(current):
+                            logger.info("lease %s/%s: not ours any more; nothing to release", *self._where())
+                            return
+            except LeaseStoreError as exc:
+                logger.warning("lease %s/%s: release failed: %s", *self._where(), exc)
+                return
+            logger.info("lease %s/%s: released by %s", *self._where(), self.options.identity)
+            return
+        logger.warning(
+            "lease %s/%s: release timed out after %gs; the lease expires by itself",
+            *self._where(),
+            self.options.retry_period,
+        )
+
+    def _where(self) -> tuple[str, str]:
+        return self.namespace, self.options.lease
+
+    def _holding(self, record: LeaseRecord | None) -> bool:
+        """The record names us, and is one we wrote (not a duplicate of our identity)."""
+        return record is not None and record.holder == self.options.identity and self.memory.is_ours(record)
+
+    @staticmethod
+    def _release_spec(current: LeaseRecord) -> LeaseSpec:
         now = micro_time()
-        spec = LeaseSpec(
+        return LeaseSpec(
             holder="",
             lease_duration_seconds=1,
             acquire_time=now,
             renew_time=now,
             lease_transitions=current.spec.lease_transitions,
-        )
-        with trio.move_on_after(self.options.retry_period) as scope:
-            scope.shield = True
-            try:
-                self.see(await self._write(current, spec))
-            except LeaseStoreError as exc:
-                logger.warning("lease %s/%s: release failed: %s", self.namespace, self.options.lease, exc)
-                return
-            logger.info("lease %s/%s: released by %s", self.namespace, self.options.lease, self.options.identity)
-            return
-        logger.warning(
-            "lease %s/%s: release timed out after %gs; the lease expires by itself",
-            self.namespace,
-            self.options.lease,
-            self.options.retry_period,
         )
 
     # -- the actor ------------------------------------------------------------------------

@@ -18,6 +18,7 @@ class FaultyStore:
     - ``stall()`` / ``heal()``: requests and the watch hang (a partition) until every
       stall is healed (stalls nest: one fault's heal does not end another's stall);
     - ``answer_delay``: a request takes effect at once, its answer arrives this much later;
+    - ``watch_held``: the watch delivers nothing until it is cleared (then what it held);
     - ``errors``: exceptions raised by the next requests, in order, before they take effect;
     - ``write_errors``: exceptions raised by the next writes before they take effect (409s);
     - ``errors_after_effect``: exceptions raised by the next writes *after* they took effect
@@ -27,6 +28,7 @@ class FaultyStore:
     inner: LeaseStore
     stalls: int = 0
     answer_delay: float = 0.0
+    watch_held: bool = False
     errors: list[Exception] = field(default_factory=list)
     write_errors: list[Exception] = field(default_factory=list)
     errors_after_effect: list[Exception] = field(default_factory=list)
@@ -88,8 +90,11 @@ class FaultyStore:
     async def watch(self, namespace: str, name: str) -> AsyncIterator[LeaseRecord | None]:
         await self._before("watch")
         async for record in self.inner.watch(namespace, name):
-            while self.stalled:
-                await self._healed.wait()
+            while self.stalled or self.watch_held:
+                if self.stalled:
+                    await self._healed.wait()
+                else:
+                    await trio.sleep(0.01)
             yield record
 
 

@@ -193,6 +193,22 @@ async def test_a_refused_first_acquire_ends_the_campaign(autojump_clock: trio.te
             await elector.wait_leading()
 
 
+async def test_release_after_a_renewal_cancelled_in_flight(autojump_clock: trio.testing.MockClock) -> None:
+    # Shutdown cancels a renewal that has already taken effect: the version we hold is stale,
+    # the release conflicts, and the fresh version (still ours) must be released all the same.
+    memory = MemoryLeaseStore()
+    store = FaultyStore(memory)
+    async with Elector(LEASE, identity="a", store=store) as elector:
+        await elector.wait_leading()
+        store.watch_held = True  # the echo of the next renewal does not arrive
+        store.answer_delay = 5  # the renewal at 2 takes effect; its answer is late
+        await trio.sleep(2.5)
+        assert memory.holder(LEASE) == "a"
+        store.answer_delay = 0  # the re-read is answered at once
+    assert memory.holder(LEASE) is None
+    assert trio.current_time() == 2.5
+
+
 async def test_an_elector_is_entered_once(autojump_clock: trio.testing.MockClock) -> None:
     elector = Elector(LEASE, store=MemoryLeaseStore())
     async with elector:
