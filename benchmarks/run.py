@@ -608,6 +608,11 @@ class Bench:
 # Statistics, table, charts, report
 
 
+def _order(impl: str) -> int:
+    """Report rows in the order of IMPLS."""
+    return IMPLS.index(impl) if impl in IMPLS else len(IMPLS)
+
+
 def summarize(xs: list[float]) -> dict[str, float] | None:
     if not xs:
         return None
@@ -653,8 +658,8 @@ def requests_table(res: dict[str, Any], profile: str) -> str:
         "| implementation | role | Lease requests/min at the server, by verb (audit log, this process only) | total/min | watches open | lease_guard client-side count/min |",  # noqa: E501
         "|---|---|---|---|---|---|",
     ]
-    for impl, roles in data.items():
-        for role, r in roles.items():
+    for impl, roles in sorted(data.items(), key=lambda kv: _order(kv[0])):
+        for role, r in sorted(roles.items()):
             if "error" in r:
                 lines.append(f"| {impl} | {role} | error: {r['error']} | | | |")
                 continue
@@ -673,7 +678,7 @@ def steady_table(res: dict[str, Any], profile: str) -> str:
         "| implementation | window s | leader CPU s/min | leader peak RSS MB | follower CPU s/min | follower peak RSS MB |",  # noqa: E501
         "|---|---|---|---|---|---|",
     ]
-    for impl, r in data.items():
+    for impl, r in sorted(data.items(), key=lambda kv: _order(kv[0])):
         if "error" in r:
             lines.append(f"| {impl} | error: {r['error']} | | | | |")
             continue
@@ -887,6 +892,11 @@ def render(res: dict[str, Any], json_name: str) -> str:
             latency_table(res, profile),
             "",
         ]
+        for key, n in res.get("latency_from", {}).items():
+            pr, impl = key.split(" ", 1)
+            if pr == profile:
+                run = res["runs"][n]
+                out += [f"Row {impl}: from the later run `{run['command']}` ({run['date']}).", ""]
         errs = res["errors"].get(profile, {})
         for impl, by_metric in errs.items():
             for metric, msgs in by_metric.items():
@@ -999,12 +1009,15 @@ def merge(runs: list[dict[str, Any]]) -> dict[str, Any]:
     if len(runs) > 1:
         res["command"] = " ; ".join(r["command"] for r in runs)
         res["elapsed_s"] = sum(r.get("elapsed_s", 0) for r in runs)
-    for r in runs[1:]:
+    res.setdefault("latency_from", {})
+    for n, r in enumerate(runs[1:], start=1):
         for pr, by_impl in r["latency"].items():
-            if any(by_impl.values()):
-                res["latency"][pr] = by_impl
-                res["errors"][pr] = r["errors"].get(pr, {})
-                res["floor_by_profile"][pr] = r.get("floor_s")
+            # A later run replaces the implementations it measured, and only those.
+            for impl, lat in by_impl.items():
+                if any(lat.values()):
+                    res["latency"].setdefault(pr, {})[impl] = lat
+                    res["errors"].setdefault(pr, {})[impl] = r["errors"].get(pr, {}).get(impl, {})
+                    res["latency_from"][f"{pr} {impl}"] = n
         for key in ("requests", "steady"):
             for pr, v in r.get(key, {}).items():
                 res[key].setdefault(pr, {}).update(v)
