@@ -278,6 +278,7 @@ class Campaign:
         self._pause_until = -math.inf
         self._last_leader: str | None = None
         self._exhausted_logged = False
+        self._refused_since: dict[str, float] = {}
         self.renewal_observers: list[Callable[[float], None]] = []
         """Called with each successful renewal's round-trip time (metrics)."""
 
@@ -330,8 +331,7 @@ class Campaign:
         unreachable) are retried until then, honouring Retry-After, and a read that gets no
         answer at all is given up then; either way StoreUnavailable is raised, so a campaign
         started against a server that stays unreachable says so instead of hanging. Later
-        failures re-open the watch, including a refusal (401/403) of a read that was allowed
-        before: a restarted API server refuses requests until its authorizer has synced.
+        failures re-open the watch; refusals (401/403) as :meth:`_refusal_is_transient` says.
         """
         started = False
         give_up_at = self.clock.now() + self.options.renew_deadline
@@ -341,6 +341,7 @@ class Campaign:
                     async for record in self.store.watch(self.namespace, self.options.lease):
                         self.see(record)
                         self.memory.granted.add("read")
+                        self._refused_since.pop("read", None)
                         if not started:
                             started = True
                             first.deadline = math.inf
@@ -363,12 +364,23 @@ class Campaign:
                 await trio.sleep_until(self.clock.at(self.clock.now() + self.options.retry_period))
 
     def _refusal_is_transient(self, verb: str, exc: PermissionDenied) -> bool:
-        """A refusal of a verb the server allowed before is retried (and logged as an error)."""
-        if verb not in self.memory.granted:
+        """Whether to retry a refusal (401/403) of `verb`, logging it as an error.
+
+        A refusal of the first read is believed at once: a candidate that may not read its
+        Lease is misconfigured, and says so at entry. Later, a refusal is retried until
+        refusals of that verb have lasted renew_deadline with no success in between: a
+        restarted kube-apiserver refuses requests until its authorizer has synced (seconds),
+        while a missing RBAC rule refuses for good and ends the campaign.
+        """
+        if "read" not in self.memory.granted:
+            return False
+        now = self.clock.now()
+        since = self._refused_since.setdefault(verb, now)
+        if now - since >= self.options.renew_deadline:
             return False
         logger.error(
-            "lease %s/%s: the API server refused a request (%s) it allowed before; retrying (a restarted API server "
-            "does this until its authorizer has synced; if it persists, check RBAC): %s",
+            "lease %s/%s: the API server refused a request (%s); retrying for up to renew_deadline "
+            "(a restarted API server does this until its authorizer has synced; if it persists, check RBAC): %s",
             self.namespace,
             self.options.lease,
             verb,
@@ -438,6 +450,7 @@ class Campaign:
             record = await self.store.update(current, spec)
         self.memory.written_versions.append(record.resource_version)
         self.memory.granted.add(self._verb(current))
+        self._refused_since.pop(self._verb(current), None)
         return record
 
     async def _reread(self) -> bool:
