@@ -45,6 +45,8 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 BENCH = REPO / "benchmarks"
 RESULTS = BENCH / "results"
+#: What the figures mean, written by people; BENCHMARKS.md quotes it below the tables.
+FINDINGS = BENCH / "findings.md"
 sys.path.insert(0, str(REPO / "tests" / "integration"))
 
 PROFILES = {"default": (15.0, 10.0, 2.0), "fast": (4.0, 3.0, 1.0)}
@@ -625,16 +627,22 @@ def ms(x: float | None) -> str:
     return "—" if x is None else f"{x * 1000:.0f}"
 
 
+def row_floor(res: dict[str, Any], profile: str, impl: str) -> float | None:
+    """The floor measured in the run that measured this row."""
+    by_row: dict[str, float | None] = res.get("floor_by_row", {})
+    return by_row.get(f"{profile} {impl}") or res.get("floor_by_profile", {}).get(profile) or res.get("floor_s")
+
+
 def latency_table(res: dict[str, Any], profile: str) -> str:
     impls = [i for i in res["impls"] if res["latency"].get(profile, {}).get(i)]
     if not impls:
         return ""
-    floor = res.get("floor_by_profile", {}).get(profile) or res.get("floor_s")
     cols = [m for m in LATENCY_METRICS if any(res["latency"][profile][i].get(m) for i in impls)]
     head = "| implementation | " + " | ".join(f"{LATENCY_METRICS[m]}: median / p95 [min, max] ms" for m in cols)
     lines = [head + " | failed trials |", "|" + "---|" * (len(cols) + 2)]
     for i in impls:
         row = res["latency"][profile][i]
+        floor = row_floor(res, profile, i)
         cells = []
         for m in cols:
             s = summarize(row.get(m, []))
@@ -881,7 +889,7 @@ def render(res: dict[str, Any], json_name: str) -> str:
         if r.get("floor_s"):
             out += [
                 f"Floor of the run `{r['command']}` ({r['date']}): {r['floor_s'] * 1000:.1f} ms; "
-                "that run's profiles are compared with it.",
+                "the rows that come from that run are compared with it.",
                 "",
             ]
     for profile in res["latency"]:
@@ -896,7 +904,9 @@ def render(res: dict[str, Any], json_name: str) -> str:
             pr, impl = key.split(" ", 1)
             if pr == profile:
                 run = res["runs"][n]
-                out += [f"Row {impl}: from the later run `{run['command']}` ({run['date']}).", ""]
+                f = res.get("floor_by_row", {}).get(key)
+                floor = f" (its floor: {f * 1000:.1f} ms, the ratios use it)" if f else ""
+                out += [f"Row {impl}: from the later run `{run['command']}` ({run['date']}){floor}.", ""]
         errs = res["errors"].get(profile, {})
         for impl, by_metric in errs.items():
             for metric, msgs in by_metric.items():
@@ -923,15 +933,16 @@ def render(res: dict[str, Any], json_name: str) -> str:
     out += [NOTES, ""]
     if res.get("not_measured"):
         out += ["### Not measured in this run", "", *[f"- {x}" for x in res["not_measured"]], ""]
-    if res.get("extra_notes"):
-        out += ["### Findings", "", res["extra_notes"], ""]
+    findings = FINDINGS.read_text().strip() if FINDINGS.exists() else res.get("extra_notes")
+    if findings:
+        out += ["### Findings", "", findings, ""]
     return "\n".join(out)
 
 
 def check_targets(res: dict[str, Any]) -> list[str]:
     out = []
     for profile, by_impl in res["latency"].items():
-        floor = res.get("floor_by_profile", {}).get(profile) or res.get("floor_s")
+        floor = row_floor(res, profile, "lease-guard")
         lg = by_impl.get("lease-guard", {})
         for m, name in (("handover", "handover"), ("loss_detection", "loss detection")):
             s = summarize(lg.get(m, []))
@@ -1018,6 +1029,7 @@ def merge(runs: list[dict[str, Any]]) -> dict[str, Any]:
                     res["latency"].setdefault(pr, {})[impl] = lat
                     res["errors"].setdefault(pr, {})[impl] = r["errors"].get(pr, {}).get(impl, {})
                     res["latency_from"][f"{pr} {impl}"] = n
+                    res.setdefault("floor_by_row", {})[f"{pr} {impl}"] = r.get("floor_s")
         for key in ("requests", "steady"):
             for pr, v in r.get(key, {}).items():
                 res[key].setdefault(pr, {}).update(v)
