@@ -863,8 +863,8 @@ def summary(report: Report) -> str:
         ("Lease flags", [len(res[i].lease_flags) for i in impls]),
     ]
     lines = [f"real layer, {len(report.schedules)} schedules, {report.seconds:.0f} s, logs in {report.log_dir}"]
-    lines.append(f"{'':30}" + "".join(f" {COLUMN[i]:>14}" for i in impls))
-    lines.extend(f"{name:30}" + "".join(f" {v!s:>14}" for v in values) for name, values in rows)
+    lines.append(f"{'':34}" + "".join(f" {COLUMN[i]:>14}" for i in impls))
+    lines.extend(f"{name:34}" + "".join(f" {v!s:>14}" for v in values) for name, values in rows)
     for i in impls:
         r = res[i]
         details = [*r.overlap_causes, *r.unclosed, *r.lease_flags]
