@@ -366,7 +366,7 @@ async def test_one_store_serves_many_electors_without_starving_renewals(kube: Ku
     connections the watches alone would fill it and renewals would wait for a free one.
     Default timings (150 renewals every 2 s): CI's two cores also run the API server."""
     count = 150
-    timing = {"lease_duration": 15, "renew_deadline": 10, "retry_period": 2}
+    timing: dict[str, Any] = {"lease_duration": 15, "renew_deadline": 10, "retry_period": 2}
     store = KubernetesLeaseStore.from_kubeconfig(str(kube.admin_kubeconfig), namespace=kube.namespace)
     prefix = fresh_lease()
     leading = 0
