@@ -117,8 +117,10 @@ class Audit:
             self._events.setdefault(ev["user"]["username"], []).append((t, ev["verb"], ev["stage"]))
 
     def counts(self, account: str, t0: float, t1: float) -> dict[str, int]:
-        """Requests of ServiceAccount `account` received in [t0, t1) (wall clock), by verb."""
-        time.sleep(0.5)  # the log is written as requests arrive; let the last lines land
+        """Requests of ServiceAccount `account` received in [t0, t1) (wall clock), by verb.
+
+        Complete once t1 has passed: in blocking mode kube-apiserver writes a request's
+        RequestReceived event before it handles the request."""
         with self._lock:
             self._read()
             evs = self._events.get(f"system:serviceaccount:{self.ns}:{account}", [])

@@ -1,7 +1,7 @@
 """Scale benchmark: K leases in ONE trio process, one lease_guard Elector per lease.
 
     python benchmarks/scale.py --kubeconfig PATH --namespace NS --leases K [--seconds S]
-        [--retry-period 2] [--leases-per-client 50] [--prefix NAME]
+        [--retry-period 2] [--leases-per-client N] [--prefix NAME]
 
 Prints one JSON object (last line of stdout) with, over a steady window of S seconds
 once every Elector leads:

@@ -125,8 +125,6 @@ class Memory:
     written_versions: collections.deque[str] = field(
         default_factory=lambda: collections.deque(maxlen=_REMEMBERED_WRITES)
     )
-    granted: set[str] = field(default_factory=set)
-    """Verbs ("read", "create", "update") the API server has allowed this candidate."""
 
     def check_run(self) -> None:
         """Forget monotonic times taken under another ``trio.run``: each run's clock has its own origin."""
@@ -340,7 +338,6 @@ class Campaign:
                 with trio.CancelScope(deadline=math.inf if started else self.clock.at(give_up_at)) as first:
                     async for record in self.store.watch(self.namespace, self.options.lease):
                         self.see(record)
-                        self.memory.granted.add("read")
                         self._refused_since.pop("read", None)
                         if not started:
                             started = True
@@ -359,21 +356,20 @@ class Campaign:
                 pause = exc.retry_after or self.options.retry_period
                 await trio.sleep_until(self.clock.at(min(now + pause, give_up_at) if not started else now + pause))
             except PermissionDenied as exc:
-                if not self._refusal_is_transient("read", exc):
+                # A candidate that may not read its Lease is misconfigured: it says so at entry.
+                if not started or not self._refusal_is_transient("read", exc):
                     raise
                 await trio.sleep_until(self.clock.at(self.clock.now() + self.options.retry_period))
 
     def _refusal_is_transient(self, verb: str, exc: PermissionDenied) -> bool:
         """Whether to retry a refusal (401/403) of `verb`, logging it as an error.
 
-        A refusal of the first read is believed at once: a candidate that may not read its
-        Lease is misconfigured, and says so at entry. Later, a refusal is retried until
-        refusals of that verb have lasted renew_deadline with no success in between: a
-        restarted kube-apiserver refuses requests until its authorizer has synced (seconds),
-        while a missing RBAC rule refuses for good and ends the campaign.
+        Called once the first read has succeeded (a refused first read is believed at
+        once). A refusal is retried until refusals of that verb have lasted renew_deadline
+        with no success in between: a restarted kube-apiserver refuses requests until its
+        authorizer has synced (seconds), while a missing RBAC rule refuses for good and ends
+        the campaign.
         """
-        if "read" not in self.memory.granted:
-            return False
         now = self.clock.now()
         since = self._refused_since.setdefault(verb, now)
         if now - since >= self.options.renew_deadline:
@@ -449,7 +445,6 @@ class Campaign:
         else:
             record = await self.store.update(current, spec)
         self.memory.written_versions.append(record.resource_version)
-        self.memory.granted.add(self._verb(current))
         self._refused_since.pop(self._verb(current), None)
         return record
 
@@ -558,24 +553,21 @@ class Campaign:
         newer version is still ours to release.
         """
         current = self.memory.observed
-        if not self._holding(current):
+        if current is None or not self._holding(current):
             return
         with trio.move_on_after(self.options.retry_period) as scope:
             scope.shield = True
             try:
-                for attempt in range(2):
-                    assert current is not None
-                    try:
-                        self.see(await self._write(current, self._release_spec(current)))
-                        break
-                    except LeaseConflict:
-                        if attempt:
-                            raise
-                        current = await self.store.get(self.namespace, self.options.lease)
-                        self.see(current)
-                        if not self._holding(current):
-                            logger.info("lease %s/%s: not ours any more; nothing to release", *self._where())
-                            return
+                try:
+                    record = await self._write(current, self._release_spec(current))
+                except LeaseConflict:
+                    current = await self.store.get(self.namespace, self.options.lease)
+                    self.see(current)
+                    if current is None or not self._holding(current):
+                        logger.info("lease %s/%s: not ours any more; nothing to release", *self._where())
+                        return
+                    record = await self._write(current, self._release_spec(current))
+                self.see(record)
             except LeaseStoreError as exc:
                 logger.warning("lease %s/%s: release failed: %s", *self._where(), exc)
                 return
@@ -590,9 +582,9 @@ class Campaign:
     def _where(self) -> tuple[str, str]:
         return self.namespace, self.options.lease
 
-    def _holding(self, record: LeaseRecord | None) -> bool:
+    def _holding(self, record: LeaseRecord) -> bool:
         """The record names us, and is one we wrote (not a duplicate of our identity)."""
-        return record is not None and record.holder == self.options.identity and self.memory.is_ours(record)
+        return record.holder == self.options.identity and self.memory.is_ours(record)
 
     @staticmethod
     def _release_spec(current: LeaseRecord) -> LeaseSpec:

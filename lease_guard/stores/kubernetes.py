@@ -106,8 +106,8 @@ def _load_config(path: str | None, context: str | None) -> SingleConfig:
     try:
         config = KubeConfig.from_file(os.path.expanduser(path)) if path else KubeConfig.from_env()
         single = config.get(context_name=context)
-        if single is None or single.user is None:
-            raise ConfigError("no current context, or its user is missing")
+        if single is None:
+            raise ConfigError("no current context")
         return single
     except (ConfigError, OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
         where = f"kubeconfig {path!r}" if path else "the in-cluster config, $KUBECONFIG or ~/.kube/config"
@@ -119,8 +119,9 @@ def _load_config(path: str | None, context: str | None) -> SingleConfig:
 
 def _make_client(config: SingleConfig, namespace: str | None, limits: httpx.Limits) -> AsyncClient:
     """A lightkube AsyncClient for `config` whose connection pool has `limits`."""
+    if config.user is None:
+        raise ConfigurationError(f"the kubeconfig context for {config.cluster.server} names no user")
     try:
-        assert config.user is not None  # _load_config checked it
         verify = verify_cluster(config.cluster, config.user, config.abs_file)
     except (ConfigError, OSError, ValueError, AttributeError, TypeError) as exc:
         raise ConfigurationError(
