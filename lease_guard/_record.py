@@ -10,7 +10,8 @@ unusual format can never break a campaign.
 from __future__ import annotations
 
 import datetime
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 #: The largest value of an int32 field such as leaseTransitions and leaseDurationSeconds.
 INT32_MAX = 2**31 - 1
@@ -50,13 +51,24 @@ def parse_time(text: str | None) -> datetime.datetime | None:
 
 @dataclass(frozen=True)
 class LeaseSpec:
-    """The spec fields lease_guard writes; ``None`` leaves a field out."""
+    """The fields lease_guard writes; ``None`` leaves a field out.
+
+    ``released_by`` is the release proof: a holder that gives the Lease up itself, after
+    all of its guarded code has exited, writes its own identity here (under the
+    resourceVersion precondition, like every write) together with an empty holder. A
+    follower takes a released Lease at once only with this proof; a holder cleared by
+    anyone else (``kubectl delete``, client-go's release, ``lease-guard release --force``)
+    is taken only after lease_duration of silence since the holder's last renewal, since
+    the old holder's guarded code may still be running. On Kubernetes it is the
+    annotation ``lease-guard.io/released-by``; every acquisition and renewal removes it.
+    """
 
     holder: str | None
     lease_duration_seconds: int | None
     acquire_time: str | None
     renew_time: str | None
     lease_transitions: int | None
+    released_by: str | None = None
 
 
 @dataclass(frozen=True)
@@ -68,12 +80,17 @@ class LeaseRecord:
         resource_version: the opaque version every optimistic write is conditioned on.
         spec: the spec fields; any may be None when the Lease was written by another
             client that left them out.
+        source: the store's own object for this version (opaque to the campaign).
     """
 
     namespace: str
     name: str
     resource_version: str
     spec: LeaseSpec
+    source: Any = field(default=None, compare=False, repr=False)
+    """The object as the store read it (for Kubernetes, the Lease), so that an update edits
+    it and keeps what lease_guard does not own: labels, annotations, ownerReferences,
+    finalizers, other spec fields."""
 
     @property
     def holder(self) -> str | None:

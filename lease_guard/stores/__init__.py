@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from ._protocol import EventRecorder, LeaseStore
+from ._protocol import AcquisitionGate, EventRecorder, LeaseStore
 from .kubernetes import KubernetesLeaseStore
 from .memory import MemoryLeaseStore
 
-__all__ = ["EventRecorder", "KubernetesLeaseStore", "LeaseStore", "MemoryLeaseStore"]
+__all__ = ["AcquisitionGate", "EventRecorder", "KubernetesLeaseStore", "LeaseStore", "MemoryLeaseStore"]

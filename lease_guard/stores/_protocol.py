@@ -56,3 +56,18 @@ class EventRecorder(Protocol):
     async def record_event(self, namespace: str, name: str, *, reason: str, message: str, identity: str) -> None:
         """Record that something happened to the Lease; raise LeaseStoreError on failure."""
         ...
+
+
+@runtime_checkable
+class AcquisitionGate(Protocol):
+    """A store that knows when its process has no headroom for another tenure.
+
+    A campaign asks before every acquisition (never before a renewal): when the answer is
+    False it does not try to take the Lease and asks again a retry_period later. This is
+    how a process with more Leases than its CPU can renew keeps renewing the ones it holds
+    instead of losing them all.
+    """
+
+    def admits_acquisition(self) -> bool:
+        """True when one more tenure can be renewed on time."""
+        ...
