@@ -334,6 +334,13 @@ class Elector:
                     logger.warning("lease %s/%s: %s", namespace, self.lease, exc)
             self._event_backlog.popleft()
 
+    def _observe_renewals(self, observer: Callable[[float], None]) -> Callable[[], None]:
+        """Call ``observer`` with the round-trip time of each successful renewal (for metrics);
+        returns the function that stops it."""
+        observers = self._running().renewal_observers
+        observers.append(observer)
+        return lambda: observers.remove(observer) if observer in observers else None
+
     def _running(self) -> Campaign:
         if self._campaign is None:
             raise RuntimeError("this Elector is not running: use it inside `async with Elector(...) as elector:`")

@@ -65,8 +65,7 @@ async def instrument(elector: Elector, metrics: Metrics | None = None) -> None:
     name = elector.lease
     status = metrics.master_status.labels(name=name)
     latency = metrics.renewal_seconds.labels(name=name)
-    campaign = elector._running()
-    campaign.renewal_observers.append(latency.observe)
+    stop_observing = elector._observe_renewals(latency.observe)
     events = elector.events()
     try:
         snapshot = await events.__anext__()  # the state now: not a transition
@@ -81,5 +80,5 @@ async def instrument(elector: Elector, metrics: Metrics | None = None) -> None:
             elif not elector.is_leader:
                 status.set(0)
     finally:
-        campaign.renewal_observers.remove(latency.observe)
+        stop_observing()
         status.set(0)
