@@ -11,7 +11,6 @@
 
 from __future__ import annotations
 
-from ._campaign import EventKind, LeadershipEvent
 from ._elector import Elector, Leadership
 from ._errors import (
     ConfigurationError,
@@ -25,6 +24,7 @@ from ._errors import (
     PermissionDenied,
     StoreUnavailable,
 )
+from ._events import EventKind, LeadershipEvent
 from ._guards import leadership, only_when_leading
 from ._record import LeaseRecord, LeaseSpec
 from .stores import KubernetesLeaseStore, LeaseStore, MemoryLeaseStore

@@ -1,27 +1,47 @@
-"""Elector: a long-lived campaign in the background, and the guarded scopes built on it."""
+"""Elector: a long-lived campaign in the background, and the guarded scopes built on it.
+
+Lifecycle of an Elector (``async with Elector(...)``):
+
+1. Entry reads the Lease (waiting through transient outages; a refusal or a missing
+   namespace raises at once) and starts the campaign.
+2. Inside, guarded scopes attach to the current tenure, from any task.
+3. However the campaign ends (the block exits, a permanent store error, cancellation from
+   outside), the tenure ends first: every attached scope is cancelled, *wherever its task
+   runs*, and the exit waits until they have all exited (at most until the tenure's
+   deadline, when trio has cancelled them anyway). Only then is the Lease released, so a
+   follower never starts while our guarded code still runs.
+"""
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import contextvars
 import logging
-import math
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from types import TracebackType
 
 import trio
 
-from ._campaign import Campaign, Clock, EventKind, LeadershipEvent, Memory, Tenure
-from ._errors import LeaseStoreError
-from ._groups import reraise, single_exception
-from ._options import LEASE_DURATION, RENEW_DEADLINE, RETRY_PERIOD, ElectionOptions
+from ._campaign import Campaign
+from ._clock import Clock, TrioClock
+from ._errors import LeaseStoreError, NoActiveElector
+from ._events import DEFAULT_MAX_BUFFER, EventHub, EventKind, EventStream, KubernetesEventRecorder, LeadershipEvent
+from ._groups import raise_single
+from ._lease_view import LeaseView
+from ._options import LEASE_DURATION, RENEW_DEADLINE, RETRY_PERIOD, ElectionOptions, check_store
+from ._tenure import Tenure
 from .stores._protocol import EventRecorder, LeaseStore
 
 logger = logging.getLogger("lease_guard")
 
-#: The Electors running in this context, innermost last; guards reuse them.
+#: The Electors entered in this context, innermost last; guards may reuse them.
 _active: contextvars.ContextVar[tuple[Elector, ...]] = contextvars.ContextVar("lease_guard_electors", default=())
+
+
+def running_electors() -> list[Elector]:
+    """The Electors running in this context, innermost first (exited ones are skipped:
+    a task started inside an Elector's block keeps that context after the Elector exits)."""
+    return [elector for elector in reversed(_active.get()) if elector._live]
 
 
 class Leadership:
@@ -37,11 +57,10 @@ class Leadership:
 
     def __init__(self, tenure: Tenure) -> None:
         self._tenure = tenure
-        campaign = tenure.campaign
-        self.identity = campaign.options.identity
+        self.identity = tenure.identity
         self.term = tenure.term
-        self.lease = campaign.options.lease
-        self.namespace = campaign.namespace
+        self.lease = tenure.lease
+        self.namespace = tenure.namespace
 
     @property
     def deadline(self) -> float:
@@ -50,55 +69,59 @@ class Leadership:
         It is when the last successful renewal was sent, plus renew_deadline; each
         renewal moves it forward.
         """
-        return self._tenure.campaign.clock.at(self._tenure.deadline)
+        return self._tenure.clock.at(self._tenure.deadline)
 
     def __repr__(self) -> str:
         return f"<Leadership {self.namespace}/{self.lease} identity={self.identity!r} term={self.term}>"
 
 
-def find_elector(lease: str | None, namespace: str | None) -> Elector | None:
-    """The innermost running Elector for ``lease`` (any lease when None) in this context."""
-    for elector in reversed(_active.get()):
-        if lease is None or (elector.lease == lease and (namespace is None or namespace == elector.namespace)):
-            return elector
-    return None
+@contextlib.contextmanager
+def _store_failure_ends_tenure(campaign: Campaign, reason: str) -> Iterator[None]:
+    """A store error that ends one of the campaign's loops ends the tenure first, so guarded
+    code learns it as LeadershipLost caused by that error."""
+    try:
+        yield
+    except LeaseStoreError as exc:
+        if campaign.tenure is not None:
+            campaign.end(campaign.tenure, f"{reason}: {exc}", exc)
+        raise
 
 
-class _EventStream:
-    """The async iterator returned by :meth:`Elector.events`."""
+@contextlib.asynccontextmanager
+async def guard(tenure: Tenure) -> AsyncIterator[Leadership]:
+    """Run the block as guarded code of ``tenure``; raise LeadershipLost if the tenure stopped it.
 
-    def __init__(self, receive: trio.MemoryReceiveChannel[LeadershipEvent], unsubscribe: Callable[[], None]) -> None:
-        self._receive = receive
-        self._unsubscribe = unsubscribe
-
-    def __aiter__(self) -> _EventStream:
-        return self
-
-    async def __anext__(self) -> LeadershipEvent:
+    The loss is raised even when the block swallowed the Cancelled. An exception of the
+    block's own propagates unchanged.
+    """
+    with trio.CancelScope() as scope:
+        tenure.attach(scope)
         try:
-            return await self._receive.receive()
-        except (trio.EndOfChannel, trio.ClosedResourceError):
-            self._unsubscribe()
-            raise StopAsyncIteration from None
-
-    async def aclose(self) -> None:
-        """Stop following: unsubscribe and drop what is buffered."""
-        self._unsubscribe()
-        await self._receive.aclose()
+            yield Leadership(tenure)
+        finally:
+            tenure.detach(scope)
+    if scope.cancel_called:
+        raise tenure.error()
 
 
 class Elector:
     """Campaign for a Lease in the background for as long as the ``async with`` block runs.
 
     For apps whose leadership persists across many guarded calls. Entering starts the
-    campaign and waits only until the Lease's current state has been read (so a
-    misconfiguration raises here, not later); it does not wait for leadership. Leaving
-    stops the campaign and, if we lead and ``release_on_exit`` is true, releases the Lease
-    so a follower takes over at once (bounded by retry_period; never hangs).
+    campaign and waits until the Lease's current state has been read: through transient
+    outages (429, 5xx, unreachable: retried with jittered backoff and logged), but a
+    misconfiguration (a refusal, a missing namespace) raises here, not later. It does not
+    wait for leadership.
 
-    Inside the block, :func:`leadership` and :func:`only_when_leading` for the same lease
-    reuse this Elector instead of campaigning a second time, and a bare
-    ``@only_when_leading`` follows it with no API call per invocation.
+    Leaving (normally, by an exception, or cancelled) ends the tenure: every guarded
+    scope attached to it, in any task, is cancelled, and the exit waits until they have
+    exited (at most until the tenure's hard deadline). Then, if ``release_on_exit``, the
+    Lease is released with the release proof so a follower takes over at once (bounded by
+    retry_period; never hangs).
+
+    Inside the block, :func:`leadership` and :func:`only_when_leading` reuse this Elector
+    when nothing they were given explicitly conflicts with it (see :func:`leadership`),
+    and a bare ``@only_when_leading`` follows the innermost running Elector.
 
     Example::
 
@@ -116,9 +139,10 @@ class Elector:
         renew_deadline: seconds after a renewal was sent by which the next must succeed;
             the hard deadline of guarded code.
         retry_period: seconds between renewals, and between retries of a failed one.
-        store: where the Lease lives; by default a :class:`KubernetesLeaseStore` made
-            from the environment (in-cluster config or kubeconfig).
-        release_on_exit: clear the holder when the block is left.
+        store: where the Lease lives; by default the process's shared
+            :class:`KubernetesLeaseStore` made from the environment (in-cluster config or
+            kubeconfig).
+        release_on_exit: release the Lease when the block is left.
         record_events: also record Kubernetes Events on the Lease when this candidate
             starts and stops leading (reason ``LeaderElection``, as client-go does). Needs
             RBAC on events; a failure to record is logged once and never affects leadership.
@@ -126,8 +150,6 @@ class Elector:
     Raises:
         ConfigurationError: an option is invalid (a ValueError naming what to change).
         PermissionDenied, NamespaceNotFound: the store refused the first read.
-        StoreUnavailable: the first read kept failing transiently (429, 5xx, unreachable)
-            for renew_deadline; later failures are retried for as long as the Elector runs.
     """
 
     def __init__(
@@ -143,7 +165,7 @@ class Elector:
         release_on_exit: bool = True,
         record_events: bool = False,
     ) -> None:
-        options = ElectionOptions.build(
+        self.options = ElectionOptions.build(
             lease,
             namespace=namespace,
             identity=identity,
@@ -152,30 +174,15 @@ class Elector:
             retry_period=retry_period,
             release_on_exit=release_on_exit,
         )
-        self._setup(options, store, record_events=record_events)
-
-    def _setup(self, options: ElectionOptions, store: LeaseStore | None, *, record_events: bool) -> None:
-        self.options = options
+        self.store = check_store(store)
+        """The store given, or None for the shared default; the one in use once running."""
         self.record_events = record_events
-        self._event_backlog: collections.deque[LeadershipEvent] = collections.deque()
-        self._backlog_filled = trio.Event()
-        self._event_failure_logged = False
-        self._store = store
+        self._clock: Clock = TrioClock()
         self._campaign: Campaign | None = None
-        self._subscribers: set[trio.MemorySendChannel[LeadershipEvent]] = set()
+        self._live = False
+        self._stopped = False
         self._scope: contextlib.AbstractAsyncContextManager[Elector] | None = None
-        self._patient = True
-        self._memory: Memory | None = None
-        self._clock: Clock | None = None
-
-    @classmethod
-    def _one_shot(cls, options: ElectionOptions, store: LeaseStore | None, memory: Memory) -> Elector:
-        """An Elector that decides once (lead now, or decline), for ``only_when_leading``."""
-        elector = cls.__new__(cls)
-        elector._setup(options, store, record_events=False)
-        elector._patient = False
-        elector._memory = memory
-        return elector
+        self._jobs_running: set[object] = set()
 
     @property
     def lease(self) -> str:
@@ -195,38 +202,25 @@ class Elector:
         return self.options.namespace or "default"
 
     @property
+    def running(self) -> bool:
+        """True from entry until the Elector starts to exit (its campaign is going on)."""
+        return self._live
+
+    @property
     def is_leader(self) -> bool:
-        """True while we hold a tenure that has not ended."""
-        tenure = self._running().tenure
-        return tenure is not None and tenure.active
+        """True while we hold a tenure that has not ended and is within its deadline."""
+        return self._running().leading is not None
 
     @property
     def leader(self) -> str | None:
         """The holder identity as last observed, or None when nobody holds the Lease."""
-        return self._running().leader
+        return self._running().view.leader
 
     @property
     def term(self) -> int | None:
         """The fencing token of our current tenure, or None when we don't lead."""
-        tenure = self._running().tenure
-        return tenure.term if tenure is not None and tenure.active else None
-
-    def healthy(self, tolerance: float = 10.0) -> bool:
-        """False when we believe we lead but the last renewal was sent over
-        ``lease_duration + tolerance`` seconds ago: the campaign is wedged. For liveness probes.
-
-        With a working event loop the hard deadline ends such a tenure first, so this
-        only fails when the process is stuck; client-go's HealthzAdaptor checks the same.
-
-        Example::
-
-            if not elector.healthy():
-                sys.exit("leader election is stuck")
-        """
-        tenure = self._running().tenure
-        if tenure is None or not tenure.active:
-            return True
-        return self._running().clock.now() - tenure.sent_at <= self.options.lease_duration + tolerance
+        tenure = self._running().leading
+        return tenure.term if tenure is not None else None
 
     async def wait_leading(self) -> None:
         """Wait until we lead (returns at once if we do).
@@ -235,10 +229,17 @@ class Elector:
 
             await elector.wait_leading()
             assert elector.is_leader
+
+        Raises:
+            NoActiveElector: the Elector stopped while we waited.
         """
         campaign = self._running()
-        while not self.is_leader:
-            await campaign._changed.wait()
+        while campaign.leading is None:
+            if self._stopped:
+                raise NoActiveElector(
+                    f"the Elector for lease {self.namespace}/{self.lease} stopped while waiting to lead"
+                )
+            await campaign.changed.wait()
 
     def step_down(self) -> None:
         """Give up leadership now: guarded scopes are cancelled (raising LeadershipLost),
@@ -254,13 +255,15 @@ class Elector:
         """
         self._running().step_down()
 
-    def events(self) -> AsyncIterator[LeadershipEvent]:
+    def events(self, *, max_buffer: int = DEFAULT_MAX_BUFFER) -> EventStream:
         """Follow leadership changes: started leading, stopped leading, new leader observed.
 
         The first event describes the state when ``events()`` was called: STARTED_LEADING
         if we lead, else NEW_LEADER with the current holder (None when nobody holds it).
-        Nothing that happens after the call is missed, however late the iteration begins;
-        events are buffered without bound. The iteration ends when the Elector stops.
+        Nothing that happens after the call is missed, however late the iteration begins,
+        up to ``max_buffer`` unread events; a reader further behind gets a LeaseGuardError
+        once it has read those (nothing is dropped silently). The iteration ends when the
+        Elector stops; ``await stream.aclose()`` stops following earlier.
 
         Example::
 
@@ -268,71 +271,45 @@ class Elector:
                 if event.kind is EventKind.STOPPED_LEADING:
                     log.warning("lost: %s", event.reason)
         """
-        self._running()
-        send, receive = trio.open_memory_channel[LeadershipEvent](math.inf)
-        if self.is_leader:
-            send.send_nowait(LeadershipEvent(EventKind.STARTED_LEADING, self.identity, self.term))
+        campaign = self._running()
+        if max_buffer < 1:
+            raise ValueError(f"max_buffer must be at least 1, got {max_buffer!r}")
+        tenure = campaign.leading
+        if tenure is not None:
+            first = LeadershipEvent(EventKind.STARTED_LEADING, self.identity, tenure.term)
         else:
-            send.send_nowait(LeadershipEvent(EventKind.NEW_LEADER, self.leader))
-        self._subscribers.add(send)
-        return _EventStream(receive, lambda: self._subscribers.discard(send))
+            first = LeadershipEvent(EventKind.NEW_LEADER, campaign.view.leader)
+        stream = EventStream(campaign.hub, first, max_buffer)
+        if self._stopped:
+            campaign.hub.close()
+        return stream
 
     @contextlib.asynccontextmanager
     async def leading(self) -> AsyncIterator[Leadership]:
         """Wait until we lead, then run the block as guarded code.
 
-        The block is cancelled at once when the tenure ends (the Lease was taken, deleted,
-        or we stepped down), and at the latest at the hard deadline: when the last
-        successful renewal was sent, plus renew_deadline. The ``async with`` then raises
-        LeadershipLost. Other exceptions from the block propagate unchanged.
+        The block is cancelled at once when the tenure ends (the Lease was taken, cleared
+        or deleted, we stepped down, the Elector is exiting), and at the latest at the hard
+        deadline: when the last successful renewal was sent, plus renew_deadline. The
+        ``async with`` then raises LeadershipLost. Other exceptions from the block
+        propagate unchanged. May be used from any task, also one outside the Elector's
+        block: the Elector's exit waits for the block to exit.
 
         Example::
 
             async with elector.leading() as lead:
                 await write_with_fencing_token(lead.term)
+
+        Raises:
+            LeadershipLost: the tenure ended while the block ran.
+            NoActiveElector: the Elector stopped before we led.
         """
         campaign = self._running()
         await self.wait_leading()
-        tenure = campaign.tenure
-        assert tenure is not None
-        with trio.CancelScope() as scope:
-            tenure.attach(scope)
-            try:
-                yield Leadership(tenure)
-            finally:
-                tenure.detach(scope)
-        if scope.cancel_called:
-            raise tenure.error()
-
-    async def _record_events(self, store: LeaseStore, namespace: str) -> None:
-        """Record leadership changes as Kubernetes Events, in order, off the campaign's path."""
-        if not isinstance(store, EventRecorder):
-            logger.warning("record_events: %s cannot record events; ignored", type(store).__name__)
-            self.record_events = False
-            return
-        while True:
-            await self._backlog_filled.wait()
-            self._backlog_filled = trio.Event()
-            await self._record_backlog(store, namespace)
-
-    async def _record_backlog(self, store: LeaseStore, namespace: str) -> None:
-        assert isinstance(store, EventRecorder)
-        while self._event_backlog:
-            event = self._event_backlog[0]
-            if event.kind is EventKind.STARTED_LEADING:
-                message = f"{self.identity} became leader"
-            else:
-                message = f"{self.identity} stopped leading: {event.reason}"
-            try:
-                with trio.move_on_after(self.options.renew_deadline):
-                    await store.record_event(
-                        namespace, self.lease, reason="LeaderElection", message=message, identity=self.identity
-                    )
-            except LeaseStoreError as exc:
-                if not self._event_failure_logged:
-                    self._event_failure_logged = True
-                    logger.warning("lease %s/%s: %s", namespace, self.lease, exc)
-            self._event_backlog.popleft()
+        tenure = campaign.leading
+        assert tenure is not None  # wait_leading returned in this same step
+        async with guard(tenure) as lead:
+            yield lead
 
     def _observe_renewals(self, observer: Callable[[float], None]) -> Callable[[], None]:
         """Call ``observer`` with the round-trip time of each successful renewal (for metrics);
@@ -346,64 +323,77 @@ class Elector:
             raise RuntimeError("this Elector is not running: use it inside `async with Elector(...) as elector:`")
         return self._campaign
 
-    def _publish(self, event: LeadershipEvent) -> None:
-        if self.record_events and event.kind is not EventKind.NEW_LEADER:
-            self._event_backlog.append(event)
-            self._backlog_filled.set()
-        for send in self._subscribers:
-            send.send_nowait(event)
+    async def _follow(
+        self, campaign: Campaign, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        with _store_failure_ends_tenure(campaign, "the Lease can no longer be watched"):
+            await campaign.follow(task_status=task_status)
+
+    async def _campaign_loop(self, campaign: Campaign) -> None:
+        with _store_failure_ends_tenure(campaign, "the campaign failed"):
+            await campaign.run()
 
     @contextlib.asynccontextmanager
     async def _run(self) -> AsyncIterator[Elector]:
-        owned_store = self._store is None
-        store: LeaseStore
-        if self._store is None:
-            from .stores.kubernetes import KubernetesLeaseStore
+        async with contextlib.AsyncExitStack() as resources:
+            store: LeaseStore
+            if self.store is None:
+                from .stores.kubernetes import shared_store
 
-            store = KubernetesLeaseStore()
-        else:
-            store = self._store
-        namespace = self.options.namespace or store.default_namespace
-        campaign = Campaign(
-            store,
-            self.options,
-            namespace,
-            memory=self._memory,
-            patient=self._patient,
-            on_event=self._publish,
-            clock=self._clock,
-        )
-        token = _active.set((*_active.get(), self))
-        try:
+                store = await resources.enter_async_context(shared_store())
+            else:
+                store = self.store
+            options = self.options
+            namespace = options.namespace or store.default_namespace
+            campaign = Campaign(
+                store,
+                options,
+                namespace,
+                view=LeaseView(options.identity, options.lease_duration),
+                clock=self._clock,
+                hub=EventHub(),
+            )
+            recorder: KubernetesEventRecorder | None = None
+            if self.record_events:
+                if isinstance(store, EventRecorder):
+                    recorder = KubernetesEventRecorder(
+                        store, namespace, options.lease, options.identity, options.renew_deadline
+                    )
+                    campaign.hub.listen(recorder)
+                else:
+                    logger.warning("record_events: %s cannot record events; ignored", type(store).__name__)
+            self._campaign = campaign
+            token = _active.set((*_active.get(), self))
             try:
                 async with trio.open_nursery() as nursery:
-                    if self.record_events:
-                        nursery.start_soon(self._record_events, store, namespace)
-                    await nursery.start(campaign.run)
-                    self._campaign = campaign
+                    if recorder is not None:
+                        nursery.start_soon(recorder.run)
+                    await nursery.start(self._follow, campaign)
+                    nursery.start_soon(self._campaign_loop, campaign)
+                    self._live = True
                     try:
                         yield self
                     finally:
+                        self._live = False
+                        if campaign.tenure is not None:
+                            campaign.end(campaign.tenure, "the Elector exited")
                         nursery.cancel_scope.cancel()
             except BaseExceptionGroup as group:
-                single = single_exception(group)
-                if single is None:
-                    raise
-                reraise(single)
+                raise_single(group)
             finally:
-                if self.options.release_on_exit:
-                    await campaign.release()
-                if self._event_backlog:
-                    # Record what is left (the stop of our last tenure), bounded like a release.
-                    with trio.move_on_after(self.options.retry_period) as flush:
+                self._live = False
+                self._stopped = True
+                tenure = campaign.tenure
+                if tenure is not None:
+                    campaign.end(tenure, "the Elector exited")
+                    await campaign.wind_down(tenure, release=options.release_on_exit)
+                campaign.changed.fire()
+                if recorder is not None:
+                    with trio.move_on_after(options.retry_period) as flush:
                         flush.shield = True
-                        await self._record_backlog(store, namespace)
-                for send in self._subscribers:
-                    send.close()
-                if owned_store:
-                    await store.aclose()  # type: ignore[attr-defined]
-        finally:
-            _active.reset(token)
+                        await recorder.flush()
+                campaign.hub.close()
+                _active.reset(token)
 
     async def __aenter__(self) -> Elector:
         if self._scope is not None:

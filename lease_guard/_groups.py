@@ -1,41 +1,52 @@
-"""Unwrap the ExceptionGroup a nursery puts around the one exception that matters."""
+"""Unwrap the ExceptionGroup a nursery puts around the one exception that matters.
+
+An Elector runs its campaign in a nursery around the user's block, so whatever leaves
+the block crosses that nursery and arrives wrapped in an ExceptionGroup. Users of an
+``async with`` expect the block's own exception back, unchanged: only the nursery's one
+layer is removed, never a group the user raised.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from typing import NoReturn
 
 import trio
 
 
-def _leaves(group: BaseExceptionGroup[BaseException]) -> Iterator[BaseException]:
-    for exc in group.exceptions:
-        if isinstance(exc, BaseExceptionGroup):
-            yield from _leaves(exc)
-        else:
-            yield exc
-
-
 def single_exception(group: BaseExceptionGroup[BaseException]) -> BaseException | None:
-    """The exception to raise in place of ``group``, or None to keep the group.
+    """The exception to raise in place of the nursery's ``group``, or None to keep the group.
 
-    A nursery wraps whatever crosses it, so the user's own exception from a guarded
-    block (or our LeadershipLost) arrives in a group, often beside the Cancelled of the
-    tasks it stopped. When exactly one leaf is not a Cancelled, that leaf is what
-    happened; the Cancelled beside it is only its echo. Likewise a store error beside
-    the LeadershipLost it caused is already told by that LeadershipLost.
+    - A KeyboardInterrupt (or SystemExit) wins over everything else: the user asked to stop.
+    - A Cancelled is only the echo of what cancelled the nursery; a store error that is the
+      ``__cause__`` of another exception (LeadershipLost) is already told by it.
+    - If exactly one exception remains, it is what happened, and is returned as it is,
+      even when it is itself an ExceptionGroup the user's code raised.
+
+    >>> single_exception(BaseExceptionGroup("", [ValueError("x")]))
+    ValueError('x')
+    >>> inner = ExceptionGroup("mine", [ValueError("a"), KeyError("b")])
+    >>> single_exception(BaseExceptionGroup("", [inner])) is inner
+    True
     """
-    leaves = list(_leaves(group))
-    causes = {id(exc.__cause__) for exc in leaves if exc.__cause__ is not None}
-    meaningful = [exc for exc in leaves if not isinstance(exc, trio.Cancelled) and id(exc) not in causes]
+    direct = list(group.exceptions)
+    for exc in direct:
+        if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+            return exc
+    causes = {id(exc.__cause__) for exc in direct if exc.__cause__ is not None}
+    meaningful = [exc for exc in direct if not isinstance(exc, trio.Cancelled) and id(exc) not in causes]
     if len(meaningful) == 1:
         return meaningful[0]
-    if not meaningful and leaves:
-        return leaves[0]
+    if not meaningful and direct:
+        return direct[0]
     return None
 
 
-def reraise(exc: BaseException) -> None:
-    """Raise ``exc`` from inside an ``except`` clause without chaining it to the group."""
+def raise_single(group: BaseExceptionGroup[BaseException]) -> NoReturn:
+    """Raise what :func:`single_exception` finds in ``group`` (else the group itself), keeping
+    its own context and cause instead of chaining it to the group."""
+    exc = single_exception(group)
+    if exc is None:
+        raise group
     context, cause, suppress = exc.__context__, exc.__cause__, exc.__suppress_context__
     try:
         raise exc

@@ -1,4 +1,9 @@
-"""The guards: ``leadership()`` for a block, ``only_when_leading`` for a function."""
+"""The guards: ``leadership()`` for a block, ``only_when_leading`` for a function.
+
+Both reuse a running :class:`Elector` for the same Lease when nothing they were given
+explicitly conflicts with it (:func:`reusable_elector`); otherwise they campaign on their
+own, as a separate candidate.
+"""
 
 from __future__ import annotations
 
@@ -7,14 +12,52 @@ import functools
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import ParamSpec, TypeVar, overload
 
-from ._campaign import Memory
-from ._elector import Elector, Leadership, find_elector
-from ._errors import NoActiveElector
-from ._options import LEASE_DURATION, RENEW_DEADLINE, RETRY_PERIOD, ElectionOptions, default_identity
+from ._elector import Elector, Leadership, running_electors
+from ._errors import ConfigurationError, NoActiveElector
+from ._job import Job, call_in_elector
+from ._options import LEASE_DURATION, RENEW_DEADLINE, RETRY_PERIOD, ElectionOptions, check_store, default_identity
 from .stores._protocol import LeaseStore
 
 P = ParamSpec("P")
 R = TypeVar("R")
+
+
+def reusable_elector(
+    lease: str,
+    *,
+    namespace: str | None,
+    identity: str | None,
+    store: LeaseStore | None,
+    lease_duration: float | None,
+    renew_deadline: float | None,
+    retry_period: float | None,
+) -> Elector | None:
+    """The innermost running Elector for ``lease`` that nothing given explicitly contradicts.
+
+    An option left as None is not explicit and matches anything. ``store`` must be the very
+    store the Elector uses; ``namespace`` (or, when None, the default namespace of the
+    store that would be used) must be the Elector's; ``identity`` and the timings equal.
+    """
+    for elector in running_electors():
+        campaign = elector._running()
+        if elector.lease != lease or (store is not None and store is not campaign.store):
+            continue
+        if (namespace or campaign.store.default_namespace) != campaign.namespace:
+            continue
+        if identity is not None and identity != elector.identity:
+            continue
+        options = elector.options
+        if any(
+            given is not None and given != used
+            for given, used in (
+                (lease_duration, options.lease_duration),
+                (renew_deadline, options.renew_deadline),
+                (retry_period, options.retry_period),
+            )
+        ):
+            continue
+        return elector
+    return None
 
 
 @contextlib.asynccontextmanager
@@ -23,32 +66,43 @@ async def leadership(
     *,
     namespace: str | None = None,
     identity: str | None = None,
-    lease_duration: float = LEASE_DURATION,
-    renew_deadline: float = RENEW_DEADLINE,
-    retry_period: float = RETRY_PERIOD,
+    lease_duration: float | None = None,
+    renew_deadline: float | None = None,
+    retry_period: float | None = None,
     store: LeaseStore | None = None,
     release_on_exit: bool = True,
     record_events: bool = False,
 ) -> AsyncIterator[Leadership]:
     """Wait until this candidate holds the Lease, then run the block as guarded code.
 
-    Waits (for as long as it takes) until the Lease is free, expired or released, takes
-    it, and runs the block while a background task renews it every ``retry_period``.
+    Waits for as long as it takes until the Lease is free, expired or released, takes it,
+    and runs the block while a background task renews it every ``retry_period``. Transient
+    store failures (unreachable, 429, 5xx, timeouts) are part of that wait: retried with
+    jittered backoff and logged at WARNING, never raised. Bound the wait the trio way::
 
-    - Loss: when another holder takes the Lease, it is deleted, or it can no longer be
-      renewed, the block is cancelled at its next checkpoint and the ``async with``
-      raises :class:`LeadershipLost`.
+        with trio.move_on_after(60):
+            async with leadership("my-operator"):
+                ...
+
+    - Loss: when another holder takes the Lease, it is cleared or deleted, or it can no
+      longer be renewed, the block is cancelled at its next checkpoint and the
+      ``async with`` raises :class:`LeadershipLost`.
     - Hard deadline: the block's cancel scope expires ``renew_deadline`` seconds after
       the last successful renewal was *sent*, on trio's clock, even when the renewing
       request never returns; a late answer cannot extend it.
-    - An exception raised in the block propagates unchanged (not wrapped in an
-      ExceptionGroup).
-    - However the block ends (normally, by an exception, cancelled from outside,
-      KeyboardInterrupt) the Lease is released if ``release_on_exit``, so a follower
-      takes over at once. The release is bounded by ``retry_period``.
+    - An exception raised in the block propagates unchanged (also an ExceptionGroup of
+      your own); a KeyboardInterrupt wins over a loss that happened at the same time.
+    - However the block ends (normally, by an exception, cancelled from outside), the
+      tenure ends, every task's guarded code under it exits, and then the Lease is
+      released if ``release_on_exit``, so a follower takes over at once. The release is
+      bounded by ``retry_period``.
 
-    Inside a running :class:`Elector` for the same lease, the Elector's campaign is
-    reused (its options apply) and nothing is released on exit.
+    Inside a running :class:`Elector` for the same Lease, the Elector's campaign is reused
+    (nothing is released on exit; the Elector decides) unless an option given here
+    explicitly differs from the Elector's: ``identity``, ``store``, ``namespace`` or a
+    timing. Then this is a separate candidate with its own campaign, as if in another
+    replica. Timings left as None are client-go's defaults (15, 10 and 2 s), or the reused
+    Elector's.
 
     Options are those of :class:`Elector`.
 
@@ -63,57 +117,42 @@ async def leadership(
         ConfigurationError: an option is invalid.
         PermissionDenied, NamespaceNotFound: the store refused.
     """
-    elector = find_elector(lease, namespace)
+    options = ElectionOptions.build(
+        lease,
+        namespace=namespace,
+        identity=identity,
+        lease_duration=LEASE_DURATION if lease_duration is None else lease_duration,
+        renew_deadline=RENEW_DEADLINE if renew_deadline is None else renew_deadline,
+        retry_period=RETRY_PERIOD if retry_period is None else retry_period,
+        release_on_exit=release_on_exit,
+    )
+    check_store(store)
+    elector = reusable_elector(
+        options.lease,
+        namespace=namespace,
+        identity=identity,
+        store=store,
+        lease_duration=lease_duration,
+        renew_deadline=renew_deadline,
+        retry_period=retry_period,
+    )
     if elector is not None:
         async with elector.leading() as lead:
             yield lead
         return
-    async with (
-        Elector(
-            lease,
-            namespace=namespace,
-            identity=identity,
-            lease_duration=lease_duration,
-            renew_deadline=renew_deadline,
-            retry_period=retry_period,
-            store=store,
-            release_on_exit=release_on_exit,
-            record_events=record_events,
-        ) as elector,
-        elector.leading() as lead,
-    ):
+    candidate = Elector(
+        options.lease,
+        namespace=options.namespace,
+        identity=options.identity,
+        lease_duration=options.lease_duration,
+        renew_deadline=options.renew_deadline,
+        retry_period=options.retry_period,
+        store=store,
+        release_on_exit=release_on_exit,
+        record_events=record_events,
+    )
+    async with candidate, candidate.leading() as lead:
         yield lead
-
-
-class _JobCandidate:
-    """One decorated function's candidacy: its identity and memory persist across calls."""
-
-    def __init__(self, options: ElectionOptions, store: LeaseStore | None) -> None:
-        self.options = options
-        self.store = store
-        self.memory = Memory()
-
-    async def call(self, fn: Callable[P, Awaitable[R]], *args: P.args, **kwargs: P.kwargs) -> R | None:
-        elector = find_elector(self.options.lease, self.options.namespace)
-        if elector is not None:
-            return await _call_if_leading(elector, fn, *args, **kwargs)
-        elector = Elector._one_shot(self.options, self.store, self.memory)
-        async with elector:
-            campaign = elector._running()
-            await campaign.decided.wait()
-            if campaign.declined:
-                return None
-            async with elector.leading():
-                return await fn(*args, **kwargs)
-
-
-async def _call_if_leading(
-    elector: Elector, fn: Callable[P, Awaitable[R]], *args: P.args, **kwargs: P.kwargs
-) -> R | None:
-    if not elector.is_leader:
-        return None
-    async with elector.leading():
-        return await fn(*args, **kwargs)
 
 
 @overload
@@ -126,9 +165,9 @@ def only_when_leading(
     lease: str | None = None,
     namespace: str | None = None,
     identity: str | None = None,
-    lease_duration: float = LEASE_DURATION,
-    renew_deadline: float = RENEW_DEADLINE,
-    retry_period: float = RETRY_PERIOD,
+    lease_duration: float | None = None,
+    renew_deadline: float | None = None,
+    retry_period: float | None = None,
     store: LeaseStore | None = None,
     release_on_exit: bool = False,
 ) -> Callable[[Callable[P, Awaitable[R]]], Callable[P, Awaitable[R | None]]]: ...
@@ -141,9 +180,9 @@ def only_when_leading(
     lease: str | None = None,
     namespace: str | None = None,
     identity: str | None = None,
-    lease_duration: float = LEASE_DURATION,
-    renew_deadline: float = RENEW_DEADLINE,
-    retry_period: float = RETRY_PERIOD,
+    lease_duration: float | None = None,
+    renew_deadline: float | None = None,
+    retry_period: float | None = None,
     store: LeaseStore | None = None,
     release_on_exit: bool = False,
 ) -> Callable[P, Awaitable[R | None]] | Callable[[Callable[P, Awaitable[R]]], Callable[P, Awaitable[R | None]]]:
@@ -151,12 +190,17 @@ def only_when_leading(
 
     For periodic jobs scheduled on every replica. Two forms:
 
-    ``@only_when_leading(lease="nightly-cleanup", ...)`` campaigns per call, promptly:
-    it reads the Lease and, when another candidate holds it and it has not expired, returns
+    ``@only_when_leading(lease="nightly-cleanup", ...)`` decides per call, promptly: it
+    reads the Lease and, when another candidate holds it and it has not expired, returns
     None at once without waiting. Otherwise it takes the Lease and runs the function
     guarded exactly like a :func:`leadership` block: renewed in the background, cancelled
-    on loss, which raises :class:`LeadershipLost`. Between calls:
+    on loss, which raises :class:`LeadershipLost`. Every call returns None, a result, or
+    raises within ``2 * renew_deadline + retry_period`` plus the function's run time.
 
+    - **No overlapping calls**: while a call of the function runs in this process, another
+      call returns None at once, as on a follower. A scheduler that fires the next tick
+      while the last one still runs does not run the job twice (and the running call's
+      fencing token stays current).
     - The function keeps one identity across its calls (generated once, at decoration).
     - ``release_on_exit`` defaults to **False** here (unlike :func:`leadership`): the
       leader keeps the Lease between calls and takes it again on its next call without
@@ -166,14 +210,15 @@ def only_when_leading(
     - A holder that crashed does not block the job forever: each replica remembers, across
       calls, since when it has seen the Lease unchanged (on its monotonic clock), and takes
       it over at the first call after lease_duration of silence. With calls every T
-      seconds that is within lease_duration + T of the crash. Set lease_duration shorter
-      than the job's period if the leader should survive only while it keeps calling.
+      seconds that is within lease_duration + T of the crash.
+    - A running :class:`Elector` for the same Lease is reused (no API call per call) unless
+      an option given here explicitly differs from it, as for :func:`leadership`.
 
     Bare ``@only_when_leading`` (or with ``lease`` omitted) follows the innermost running
-    :class:`Elector` in the calling context, making no API call per invocation: it runs the
-    function guarded if that Elector leads, else returns None. Called outside any Elector,
-    it raises :class:`NoActiveElector`. The lease form also reuses a running Elector for
-    the same lease.
+    :class:`Elector` in the calling context (the one entered last, in this task or the task
+    that started it), making no API call per invocation: it runs the function guarded if
+    that Elector leads, else returns None. Called outside any running Elector, it raises
+    :class:`NoActiveElector`.
 
     Example::
 
@@ -187,27 +232,43 @@ def only_when_leading(
         LeadershipLost: leadership ended while the function ran.
         StoreUnavailable: the API server could not be reached to decide (lease form).
         NoActiveElector: the bare form was called outside any Elector.
+        ConfigurationError: an option is invalid (raised at decoration).
     """
     if fn is not None:
         return _follow_elector(fn)
     if lease is None:
+        if any(
+            value is not None for value in (namespace, identity, store, lease_duration, renew_deadline, retry_period)
+        ):
+            raise ConfigurationError(
+                "only_when_leading: options were given without lease=...; name the lease, or use the bare "
+                "@only_when_leading, which follows a running Elector and takes its options"
+            )
         return _follow_elector
     options = ElectionOptions.build(
         lease,
         namespace=namespace,
-        identity=identity or default_identity(),
-        lease_duration=lease_duration,
-        renew_deadline=renew_deadline,
-        retry_period=retry_period,
+        identity=default_identity() if identity is None else identity,
+        lease_duration=LEASE_DURATION if lease_duration is None else lease_duration,
+        renew_deadline=RENEW_DEADLINE if renew_deadline is None else renew_deadline,
+        retry_period=RETRY_PERIOD if retry_period is None else retry_period,
         release_on_exit=release_on_exit,
     )
+    job = Job(options, check_store(store))
 
     def decorate(fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R | None]]:
-        candidate = _JobCandidate(options, store)
-
         @functools.wraps(fn)
         async def guarded(*args: P.args, **kwargs: P.kwargs) -> R | None:
-            return await candidate.call(fn, *args, **kwargs)
+            elector = reusable_elector(
+                options.lease,
+                namespace=namespace,
+                identity=identity,
+                store=store,
+                lease_duration=lease_duration,
+                renew_deadline=renew_deadline,
+                retry_period=retry_period,
+            )
+            return await job.call(elector, fn, *args, **kwargs)
 
         guarded.identity = options.identity  # type: ignore[attr-defined]
         return guarded
@@ -218,13 +279,13 @@ def only_when_leading(
 def _follow_elector(fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R | None]]:
     @functools.wraps(fn)
     async def guarded(*args: P.args, **kwargs: P.kwargs) -> R | None:
-        elector = find_elector(None, None)
-        if elector is None:
+        electors = running_electors()
+        if not electors:
             raise NoActiveElector(
                 f"{fn.__qualname__} is decorated with a bare @only_when_leading, which follows a running "
                 "Elector, but none runs here. Call it inside `async with Elector(lease=...)` (in that "
                 'task or a task started inside it), or name a lease: @only_when_leading(lease="my-job").'
             )
-        return await _call_if_leading(elector, fn, *args, **kwargs)
+        return await call_in_elector(electors[0], guarded, fn, *args, **kwargs)
 
     return guarded

@@ -12,9 +12,13 @@ import re
 import secrets
 import socket
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from ._errors import ConfigurationError
 from ._record import INT32_MAX
+
+if TYPE_CHECKING:
+    from .stores._protocol import LeaseStore
 
 LEASE_DURATION = 15.0
 RENEW_DEADLINE = 10.0
@@ -22,6 +26,9 @@ RETRY_PERIOD = 2.0
 
 #: client-go's JitterFactor: retry_period * 1.2 must fit inside renew_deadline.
 RETRY_JITTER = 1.2
+
+#: The shortest retry_period accepted: a shorter one would flood the API server with writes.
+MIN_RETRY_PERIOD = 0.01
 
 _DNS1123_LABEL = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?"
 _DNS1123_SUBDOMAIN = re.compile(rf"{_DNS1123_LABEL}(\.{_DNS1123_LABEL})*")
@@ -68,6 +75,19 @@ def default_identity() -> str:
     return f"{host}_{secrets.token_hex(4)}"
 
 
+def check_store(store: object) -> LeaseStore | None:
+    """Return ``store`` if it is None (the default store) or implements the LeaseStore protocol."""
+    from .stores._protocol import LeaseStore
+
+    if store is not None and not isinstance(store, LeaseStore):
+        raise ConfigurationError(
+            f"store must implement the LeaseStore protocol (default_namespace, get, create, update, watch), "
+            f"got {type(store).__name__}: pass a KubernetesLeaseStore, a MemoryLeaseStore, or leave it out "
+            "for the default Kubernetes store"
+        )
+    return store
+
+
 @dataclass(frozen=True)
 class ElectionOptions:
     """Validated options shared by leadership(), only_when_leading and Elector."""
@@ -99,7 +119,14 @@ class ElectionOptions:
         if identity is None:
             identity = default_identity()
         if not isinstance(identity, str) or not identity.strip():
-            raise ConfigurationError(f"identity must be a non-empty string, got {identity!r}")
+            raise ConfigurationError(
+                f"identity must be a non-empty string, got {identity!r}: pass a name unique to this replica, "
+                "or leave it out for the pod or host name plus a random suffix"
+            )
+        if len(identity) > 1024 or identity != identity.strip():
+            raise ConfigurationError(
+                f"identity {identity!r} must be at most 1024 characters without leading or trailing spaces"
+            )
         timings = {}
         for option, value in (
             ("lease_duration", lease_duration),
@@ -109,6 +136,11 @@ class ElectionOptions:
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
                 raise ConfigurationError(f"{option} must be a positive number of seconds, got {value!r}")
             timings[option] = float(value)
+        if timings["retry_period"] < MIN_RETRY_PERIOD:
+            raise ConfigurationError(
+                f"retry_period must be at least {MIN_RETRY_PERIOD:g} seconds, got {timings['retry_period']!r}: "
+                "every candidate writes the Lease once per retry_period, so a shorter one floods the API server"
+            )
         if timings["lease_duration"] > INT32_MAX:
             raise ConfigurationError(f"lease_duration must be at most {INT32_MAX} seconds")
         if not timings["renew_deadline"] < timings["lease_duration"]:

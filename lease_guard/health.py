@@ -1,4 +1,13 @@
-"""A liveness endpoint for an Elector: HTTP 200 while healthy, 503 when the campaign is wedged.
+"""A liveness endpoint for an Elector: HTTP 200 while it campaigns, 503 once it has stopped.
+
+What it proves when it answers 200: the process's trio event loop is responsive (a loop
+blocked by synchronous code cannot answer, and the probe times out), and the Elector is
+still a candidate. It answers 503 once the Elector has stopped, say after a permanent
+store error that the application caught and carried on from: that replica would never
+lead again, and a restart is the cure. It deliberately does *not* fail while the API
+server is unreachable: every replica would then be restarted at once during a control-
+plane outage, which cures nothing. (client-go's HealthzAdaptor checks that a leader has
+renewed within its lease duration; here the hard deadline already ends such a tenure.)
 
 Plain trio sockets, no dependencies. Point the Pod's livenessProbe at it::
 
@@ -20,13 +29,16 @@ from ._elector import Elector
 _READ_TIMEOUT = 5.0
 
 
-def health_status(elector: Elector, tolerance: float = 10.0) -> tuple[int, str]:
-    """The HTTP status and body the endpoint answers with, right now.
+def health_status(elector: Elector) -> tuple[int, str]:
+    """The HTTP status and body the endpoint answers with, right now: 200 ``ok: leading`` or
+    ``ok: following`` while the Elector runs, else 503 with the reason.
 
-    >>> # 200 "ok: leading" / "ok: following", or 503 with the reason
+    Example::
+
+        status, body = health_status(elector)
     """
-    if not elector.healthy(tolerance):
-        return 503, "unhealthy: leading, but the last renewal is older than lease_duration + tolerance\n"
+    if not elector.running:
+        return 503, f"unhealthy: the Elector for lease {elector.namespace}/{elector.lease} is not running\n"
     return 200, "ok: leading\n" if elector.is_leader else "ok: following\n"
 
 
@@ -34,7 +46,6 @@ async def serve_health(
     elector: Elector,
     port: int,
     host: str = "0.0.0.0",
-    tolerance: float = 10.0,
     *,
     task_status: trio.TaskStatus[list[trio.SocketListener]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
@@ -47,7 +58,7 @@ async def serve_health(
     async def answer(stream: trio.SocketStream) -> None:
         with trio.move_on_after(_READ_TIMEOUT):
             await stream.receive_some(4096)
-        status, body = health_status(elector, tolerance)
+        status, body = health_status(elector)
         reason = "OK" if status == 200 else "Service Unavailable"
         payload = body.encode()
         head = (

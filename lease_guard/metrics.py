@@ -18,8 +18,8 @@ from __future__ import annotations
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 
-from ._campaign import EventKind
 from ._elector import Elector
+from ._events import EventKind
 
 
 class Metrics:

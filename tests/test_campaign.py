@@ -244,8 +244,10 @@ async def test_same_identity_restarting_does_not_take_over_a_live_lease(autojump
 @pytest.mark.parametrize(
     ("spec", "takeover_at"),
     [
-        pytest.param(LeaseSpec("", 15, None, None, 3), 0, id="empty-holder-is-free"),
-        pytest.param(LeaseSpec(None, None, None, None, None), 0, id="no-fields-is-free"),
+        # Free without the release proof: whoever cleared it, its holder may still run.
+        pytest.param(LeaseSpec("", 15, None, None, 3), 15, id="empty-holder-waits-out-our-duration"),
+        pytest.param(LeaseSpec(None, None, None, None, None), 15, id="no-fields-waits-out-our-duration"),
+        pytest.param(LeaseSpec("", 1, None, None, 3, released_by="x"), 0, id="released-with-proof-is-free"),
         pytest.param(LeaseSpec("x", None, None, None, None), 15, id="missing-duration-uses-ours"),
         pytest.param(LeaseSpec("x", 0, None, None, None), 15, id="zero-duration-uses-ours"),
         pytest.param(LeaseSpec("x", -5, "bad", "not a time", -3), 15, id="negative-and-garbage"),
@@ -262,6 +264,7 @@ async def test_foreign_lease_contents(
     with trio.move_on_after(1000):
         async with leadership(LEASE, identity="b", store=store) as lead:
             assert trio.current_time() == takeover_at
-            assert lead.term == (spec.lease_transitions or 0) + 1 if (spec.lease_transitions or 0) > 0 else 1
+            expected_term = max(spec.lease_transitions or 0, 0) + 1
+            assert lead.term == expected_term
             return
     assert takeover_at == math.inf

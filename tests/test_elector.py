@@ -14,6 +14,7 @@ from lease_guard import (
     NamespaceNotFound,
     PermissionDenied,
     StoreUnavailable,
+    leadership,
 )
 
 from .faults import FaultyStore
@@ -153,13 +154,25 @@ async def test_permanent_error_while_leading_ends_the_block_as_loss(autojump_clo
     assert trio.current_time() == 2
 
 
-async def test_entry_gives_up_on_a_store_that_never_answers(autojump_clock: trio.testing.MockClock) -> None:
+async def test_entry_waits_through_a_store_that_does_not_answer(
+    autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
     store = FaultyStore(MemoryLeaseStore())
     store.stall()  # a black-holed server: the first read hangs, no error ever comes
-    with pytest.raises(StoreUnavailable, match=r"no answer to a read of lease default/jobs within renew_deadline"):
-        async with Elector(LEASE, store=store):
-            raise AssertionError("unreachable")
-    assert trio.current_time() == 10
+
+    async def heal_later() -> None:
+        await trio.sleep(95)
+        store.heal()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(heal_later)
+        async with Elector(LEASE, identity="a", store=store) as elector:
+            assert trio.current_time() >= 95
+            await elector.wait_leading()
+    warnings = [r for r in caplog.records if r.levelname == "WARNING" and "reading the Lease" in r.getMessage()]
+    assert "no answer to a read of lease default/jobs within renew_deadline" in warnings[0].getMessage()
+    # the first failure, then one every minute: not one per attempt
+    assert 2 <= len(warnings) <= 3
 
 
 async def test_a_refused_renewal_is_retried_within_the_deadline(
@@ -265,24 +278,38 @@ async def test_a_failure_to_record_events_never_affects_leadership(
     ]
 
 
-async def test_transient_failures_of_the_first_read_are_retried_within_renew_deadline(
+async def test_transient_failures_of_the_first_read_are_retried_with_backoff(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     store = FaultyStore(MemoryLeaseStore())
     store.errors.extend([StoreUnavailable("429", retry_after=1), StoreUnavailable("503")])
     async with Elector(LEASE, identity="a", store=store) as elector:
-        assert trio.current_time() == 1 + 2  # Retry-After, then retry_period
+        # Retry-After is a lower bound; then a jittered pause of 0.25-0.5 s, then 0.5-1 s
+        assert 1 + 0.25 <= trio.current_time() <= 1 + 1 + 1
         await elector.wait_leading()
 
 
-async def test_a_server_unreachable_at_start_is_a_clear_error_not_a_hang(
+async def test_an_unreachable_server_at_entry_is_waited_out_and_can_be_bounded(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     store = MemoryLeaseStore()
-    with store.outage(error=True), pytest.raises(StoreUnavailable, match="unreachable"):
-        async with Elector(LEASE, store=store):
-            raise AssertionError("unreachable")
-    assert trio.current_time() == 10  # renew_deadline
+    with store.outage(error=True), trio.move_on_after(600) as bound:
+        async with leadership(LEASE, store=store):
+            raise AssertionError("cannot lead while unreachable")
+    assert bound.cancelled_caught  # waited, never raised; a caller bounds it the trio way
+
+    async def outage_for(seconds: float) -> None:
+        with store.outage(error=True):
+            await trio.sleep(seconds)
+
+    start = trio.current_time()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(outage_for, 300)
+        await trio.sleep(1)
+        async with leadership(LEASE, identity="a", store=store) as lead:
+            # led within one capped backoff (4 * retry_period) of the end of the outage
+            assert 300 <= trio.current_time() - start <= 300 + 8
+            assert lead.identity == "a"
 
 
 async def test_an_outage_with_errors_after_start_does_not_end_the_campaign(

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import pytest
 import trio
 import trio.testing
 from prometheus_client import CollectorRegistry
 
-from lease_guard import Elector, MemoryLeaseStore
+from lease_guard import Elector, MemoryLeaseStore, PermissionDenied
 from lease_guard.health import health_status, serve_health
 from lease_guard.metrics import Metrics, instrument
+
+from .faults import FaultyStore
 
 LEASE = "jobs"
 
@@ -23,14 +26,18 @@ async def test_health_is_ok_while_following_and_while_renewing(autojump_clock: t
         assert health_status(elector) == (200, "ok: leading\n")
 
 
-async def test_health_fails_when_the_campaign_is_wedged(autojump_clock: trio.testing.MockClock) -> None:
-    async with Elector(LEASE, store=MemoryLeaseStore()) as elector:
-        await elector.wait_leading()
-        tenure = elector._running().tenure
-        assert tenure is not None
-        tenure.sent_at -= 26  # as if no renewal had been sent for 26 s while still leading
-        assert health_status(elector, tolerance=10)[0] == 503
-        assert health_status(elector, tolerance=12)[0] == 200
+async def test_health_fails_once_a_permanent_error_has_stopped_the_elector(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    store = FaultyStore(MemoryLeaseStore())
+    elector = Elector(LEASE, identity="a", store=store)
+    with pytest.raises(PermissionDenied):  # the application catches it and carries on
+        async with elector:
+            await elector.wait_leading()
+            assert health_status(elector)[0] == 200
+            store.errors.extend(PermissionDenied("403: RBAC rule removed") for _ in range(100))
+            await trio.sleep_forever()
+    assert health_status(elector) == (503, "unhealthy: the Elector for lease default/jobs is not running\n")
 
 
 async def test_health_endpoint_answers_http() -> None:

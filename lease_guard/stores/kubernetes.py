@@ -414,3 +414,13 @@ class KubernetesLeaseStore:
                     await trio.sleep(WATCH_RETRY_DELAY)
             version = record.resource_version if record else None
             yield record
+
+
+@contextlib.asynccontextmanager
+async def shared_store() -> AsyncIterator[KubernetesLeaseStore]:
+    """The default store, made from the environment."""
+    store = KubernetesLeaseStore()
+    try:
+        yield store
+    finally:
+        await store.aclose()

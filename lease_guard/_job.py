@@ -1,0 +1,136 @@
+"""A decorated job's call: decide once (lead now, or return None), never wait for leadership.
+
+A call of an ``@only_when_leading(lease=...)`` function, when no running Elector serves it:
+
+1. If another call of the same job is still running in this process, return None at once
+   (a scheduler firing the next tick early must not run the job twice at once).
+2. Read the Lease (through transient failures, for at most renew_deadline; then
+   StoreUnavailable). If :meth:`LeaseView.takeable_at` says not now, return None.
+3. Write ourselves in (at most renew_deadline; a lost race returns None). If the tenure
+   ended before the function could start (the Lease taken right after), return None.
+4. Run the function guarded by the tenure, renewed in the background; a loss cancels it
+   and raises LeadershipLost.
+5. End the tenure; release the Lease if ``release_on_exit`` (bounded by retry_period).
+
+So a call returns None, its result, or raises within ``2 * renew_deadline + retry_period``
+plus the function's own run time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import ParamSpec, TypeVar
+
+import trio
+
+from ._campaign import Campaign
+from ._clock import TrioClock
+from ._elector import Elector, guard
+from ._groups import raise_single
+from ._lease_view import LeaseView
+from ._options import ElectionOptions
+from .stores._protocol import LeaseStore
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+logger = logging.getLogger("lease_guard")
+
+
+class Job:
+    """One decorated function's candidacy: its identity, store, and what it saw across calls."""
+
+    def __init__(self, options: ElectionOptions, store: LeaseStore | None) -> None:
+        self.options = options
+        self.store = store
+        self.running = False
+        self._run: object = None
+        self._view: LeaseView | None = None
+
+    def view(self) -> LeaseView:
+        """What this job has seen of the Lease across its calls in this ``trio.run`` (each run's
+        clock has its own origin, so monotonic times from another run mean nothing)."""
+        run = trio.lowlevel.current_root_task()
+        if self._view is None or run is not self._run:
+            self._run = run
+            self._view = LeaseView(self.options.identity, self.options.lease_duration)
+        return self._view
+
+    @contextlib.asynccontextmanager
+    async def _store(self) -> AsyncIterator[LeaseStore]:
+        if self.store is not None:
+            yield self.store
+            return
+        from .stores.kubernetes import shared_store
+
+        async with shared_store() as store:
+            yield store
+
+    async def call(
+        self, elector: Elector | None, fn: Callable[P, Awaitable[R]], *args: P.args, **kwargs: P.kwargs
+    ) -> R | None:
+        """Run ``fn`` if this replica leads now (through ``elector`` when one serves the job)."""
+        if self.running:
+            logger.info(
+                "lease %s: %s is still running from an earlier call; this call is skipped",
+                self.options.lease,
+                getattr(fn, "__qualname__", fn),
+            )
+            return None
+        self.running = True
+        try:
+            if elector is not None:
+                return await call_in_elector(elector, self, fn, *args, **kwargs)
+            async with self._store() as store:
+                return await self._decide_and_run(store, fn, *args, **kwargs)
+        finally:
+            self.running = False
+
+    async def _decide_and_run(
+        self, store: LeaseStore, fn: Callable[P, Awaitable[R]], *args: P.args, **kwargs: P.kwargs
+    ) -> R | None:
+        options = self.options
+        clock = TrioClock()
+        campaign = Campaign(store, options, options.namespace or store.default_namespace, view=self.view(), clock=clock)
+        try:
+            async with trio.open_nursery() as nursery:
+                try:
+                    await nursery.start(functools.partial(campaign.follow, give_up_after=options.renew_deadline))
+                    if clock.now() < campaign.chance_at() or not campaign.admitted():
+                        logger.debug("%s: held by %s; not waiting", campaign.where, campaign.view.leader)
+                        return None
+                    tenure = await campaign.acquire()
+                    if tenure is None or tenure.over:
+                        return None
+                    nursery.start_soon(campaign.hold, tenure)
+                    try:
+                        async with guard(tenure):
+                            return await fn(*args, **kwargs)
+                    finally:
+                        tenure.end("the call returned")
+                        await campaign.wind_down(tenure, release=options.release_on_exit)
+                finally:
+                    nursery.cancel_scope.cancel()
+        except BaseExceptionGroup as group:
+            raise_single(group)
+
+
+async def call_in_elector(
+    elector: Elector, key: object, fn: Callable[P, Awaitable[R]], *args: P.args, **kwargs: P.kwargs
+) -> R | None:
+    """Run ``fn`` guarded by ``elector``'s current tenure if it leads; else None. No API call.
+
+    At most one call per ``key`` (a decorated function) runs at a time under one Elector.
+    """
+    tenure = elector._running().leading
+    if tenure is None or key in elector._jobs_running:
+        return None
+    elector._jobs_running.add(key)
+    try:
+        async with guard(tenure):
+            return await fn(*args, **kwargs)
+    finally:
+        elector._jobs_running.discard(key)

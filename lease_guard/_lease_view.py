@@ -1,0 +1,167 @@
+"""What one candidate has seen of a Lease, and the rules decided from that alone.
+
+Everything here is pure and synchronous: times are the candidate's own monotonic clock,
+passed in by the caller, and nothing waits or talks to a store. That keeps each safety
+rule in one place, readable in one screen and tested from tables (tests/test_lease_view.py):
+
+- :meth:`LeaseView.takeable_at`: when this candidate may try to take the Lease;
+- :meth:`LeaseView.tenure_end`: whether a newly observed state ends our own tenure;
+- :meth:`LeaseView.is_ours`: whether a state is one this candidate wrote.
+
+When a Lease becomes takeable
+-----------------------------
+
+A candidate may write itself in as holder only once the previous holder's guarded code
+has certainly ended. It knows that in three ways, and no other:
+
+1. **Silence.** The holder's guarded code ends at the latest ``renew_deadline`` after its
+   last successful renewal was *sent*; we *received* that renewal after it was sent. So
+   ``leaseDurationSeconds`` after we observed the holder's last change, its code has ended
+   (within the clock-rate drift bound, see ``_campaign``). This holds whoever cleared or
+   deleted the Lease in between: ``kubectl delete``, client-go's release, or
+   ``lease-guard release --force`` while the holder was cut off from the API server.
+2. **The holder's own release.** A lease_guard holder releases only after all its guarded
+   scopes have exited, and writes its identity into ``released_by`` in the same
+   resourceVersion-conditioned write that clears the holder. A free Lease carrying that
+   proof is taken at once (the millisecond handover).
+3. **Nothing to wait for.** The Lease does not exist and we have never seen it held: the
+   first candidate of a new deployment leads at once. (A Lease deleted before we started
+   watching, while its holder was cut off, is the one case we cannot see; the holder's
+   fencing token still protects downstream systems. See docs/concepts.md.)
+
+A free Lease without the proof that we never saw held (a client-go release, say) counts
+its silence from when we first saw it free.
+"""
+
+from __future__ import annotations
+
+import collections
+import math
+from dataclasses import dataclass
+
+from ._record import INT32_MAX, LeaseRecord, LeaseSpec
+
+#: How many of our own recent writes we remember, to recognise their echoes on the watch.
+REMEMBERED_WRITES = 32
+
+
+@dataclass(frozen=True)
+class Hold:
+    """The last state we saw in which the Lease was held."""
+
+    holder: str
+    observed_at: float
+    """When we observed it (the holder's last change we saw), on our clock."""
+    duration: float
+    """The holder's stated leaseDurationSeconds (ours when it states none)."""
+    ours: bool
+    """It was our own tenure: our guarded code, whose end we wait for ourselves."""
+
+
+class LeaseView:
+    """One candidate's knowledge of one Lease: the last state, when it was seen, what we wrote.
+
+    >>> view = LeaseView("me", lease_duration=15.0)
+    >>> view.observe(None, now=0.0)
+    True
+    >>> view.takeable_at()        # no Lease, nobody seen: take it now
+    -inf
+    """
+
+    def __init__(self, identity: str, lease_duration: float) -> None:
+        self.identity = identity
+        self.lease_duration = lease_duration
+        self.read = False
+        self.record: LeaseRecord | None = None
+        self.changed_at = -math.inf
+        self.last_hold: Hold | None = None
+        self.free_since = -math.inf
+        self._written_versions: collections.deque[str] = collections.deque(maxlen=REMEMBERED_WRITES)
+        self._sent_specs: collections.deque[LeaseSpec] = collections.deque(maxlen=REMEMBERED_WRITES)
+
+    # -- what we wrote ---------------------------------------------------------------------
+
+    def sending(self, spec: LeaseSpec) -> None:
+        """Remember a write before it is sent: its echo may arrive before its answer."""
+        self._sent_specs.append(spec)
+
+    def written(self, record: LeaseRecord) -> None:
+        """Remember the version a write of ours produced."""
+        self._written_versions.append(record.resource_version)
+
+    def is_ours(self, record: LeaseRecord | None) -> bool:
+        """The state is one this candidate wrote (not merely one naming our identity)."""
+        return record is not None and (
+            record.resource_version in self._written_versions or record.spec in self._sent_specs
+        )
+
+    def holding(self, record: LeaseRecord | None) -> bool:
+        """The state names us as holder, and we wrote it (a duplicate identity does not count)."""
+        return record is not None and record.holder == self.identity and self.is_ours(record)
+
+    # -- what we saw -----------------------------------------------------------------------
+
+    @property
+    def leader(self) -> str | None:
+        """The holder in the last state seen; None when free or absent."""
+        return self.record.holder if self.record is not None else None
+
+    def duration(self, record: LeaseRecord) -> float:
+        """The silence after which ``record``'s holder has certainly stopped: its own stated
+        leaseDurationSeconds, or ours when it states none (or nonsense, from other stores)."""
+        seconds = record.spec.lease_duration_seconds
+        return float(seconds) if seconds is not None and seconds > 0 else self.lease_duration
+
+    def observe(self, record: LeaseRecord | None, now: float) -> bool:
+        """Take in a state of the Lease seen at ``now``; False when it is the one we already had."""
+        version = record.resource_version if record is not None else None
+        if self.read and version == (self.record.resource_version if self.record is not None else None):
+            return False
+        was_unproven_free = self.read and _unproven_free(self.record)
+        self.read = True
+        self.record = record
+        self.changed_at = now
+        if record is not None and record.holder is not None:
+            self.last_hold = Hold(record.holder, now, self.duration(record), ours=self.holding(record))
+        elif record is not None and record.spec.released_by:
+            self.last_hold = None  # the holder's own release: its guarded code has ended
+        if _unproven_free(record) and not was_unproven_free:
+            self.free_since = now
+        return True
+
+    # -- the rules -------------------------------------------------------------------------
+
+    def takeable_at(self) -> float:
+        """When this candidate may next try to take the Lease, on its clock: ``-inf`` for now,
+        ``inf`` for never (until the Lease changes). See the module docstring."""
+        record = self.record
+        if record is not None and record.transitions >= INT32_MAX:
+            return math.inf  # no larger fencing token exists
+        if record is not None and record.holder is not None:
+            if self.holding(record):
+                return -math.inf
+            return self.changed_at + self.duration(record)
+        if record is not None and record.spec.released_by:
+            return -math.inf
+        hold = self.last_hold
+        if hold is not None:
+            # Cleared or deleted by someone other than the holder: wait out the holder's
+            # silence. Our own tenure's guarded code we wait for directly (the campaign does).
+            return -math.inf if hold.ours else hold.observed_at + hold.duration
+        if record is None:
+            return -math.inf
+        return self.free_since + self.lease_duration
+
+    def tenure_end(self, record: LeaseRecord | None) -> str | None:
+        """Why ``record``, newly seen while we lead, ends our tenure; None if it does not."""
+        if record is None:
+            return "the Lease was deleted"
+        if record.holder != self.identity:
+            return f"{record.holder!r} took the lease" if record.holder else "someone else cleared the holder"
+        if not self.is_ours(record):
+            return f"another process is writing the lease as {self.identity!r} (duplicate identity)"
+        return None
+
+
+def _unproven_free(record: LeaseRecord | None) -> bool:
+    return record is not None and record.holder is None and not record.spec.released_by
