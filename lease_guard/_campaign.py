@@ -336,11 +336,18 @@ class Campaign:
         self.changed.fire()
         return tenure
 
-    def end(self, tenure: Tenure, reason: str, cause: BaseException | None = None) -> None:
-        """End ``tenure`` (cancelling its guarded scopes) and say so."""
+    def end(self, tenure: Tenure, reason: str, cause: BaseException | None = None, *, lost: bool = True) -> None:
+        """End ``tenure`` (cancelling its guarded scopes) and say so: a loss at WARNING, an end
+        we chose (stepping down, exiting) at INFO."""
         if not tenure.end(reason, cause):
             return
-        logger.warning("%s: stopped leading (term %d): %s", self.where, tenure.term, reason)
+        logger.log(
+            logging.WARNING if lost else logging.INFO,
+            "%s: stopped leading (term %d): %s",
+            self.where,
+            tenure.term,
+            reason,
+        )
         self.hub.publish(LeadershipEvent(EventKind.STOPPED_LEADING, self.view.leader, tenure.term, reason))
         self.changed.fire()
 
@@ -354,6 +361,7 @@ class Campaign:
         sent_at = self.clock.now()
         retry_at = sent_at + self.options.retry_period
         try:
+            tenure.renewal_failure = None
             record = await self._write(current, spec)
         except LeaseConflict:
             # Someone wrote since our last read: perhaps our own earlier write whose answer we
@@ -364,10 +372,12 @@ class Campaign:
             self.see(None)
             return retry_at
         except StoreUnavailable as exc:
+            tenure.renewal_failure = exc
             logger.warning("%s: renewal failed, will retry: %s", self.where, exc)
             return sent_at + min(self.options.retry_period, exc.retry_after or self.options.retry_period)
         except PermissionDenied as exc:
             # Retried like an outage; the deadline still ends the tenure if it persists.
+            tenure.renewal_failure = exc
             if not self._refusal_is_transient("update", exc):
                 self.end(tenure, f"renewal failed: {exc}", exc)
             return retry_at
@@ -397,6 +407,7 @@ class Campaign:
                     tenure,
                     f"no renewal succeeded within renew_deadline ({self.options.renew_deadline:g}s) "
                     "of the last one sent",
+                    tenure.renewal_failure,
                 )
                 return
             with trio.move_on_at(self.clock.at(tenure.deadline)):
@@ -473,7 +484,7 @@ class Campaign:
         tenure = self.leading
         if tenure is not None:
             self._stepped_down = tenure
-            self.end(tenure, "stepped down")
+            self.end(tenure, "stepped down", lost=False)
 
     async def run(self) -> None:
         """Campaign until cancelled: wait for a chance, acquire, hold, and again.

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import functools
 import logging
 from collections.abc import AsyncIterator, Callable, Iterator
 from types import TracebackType
@@ -26,7 +27,7 @@ from ._campaign import Campaign
 from ._clock import Clock, TrioClock
 from ._errors import LeaseStoreError, NoActiveElector
 from ._events import DEFAULT_MAX_BUFFER, EventHub, EventKind, EventStream, KubernetesEventRecorder, LeadershipEvent
-from ._groups import raise_single
+from ._groups import Background, note_campaign_failure, raise_single
 from ._lease_view import LeaseView
 from ._options import LEASE_DURATION, RENEW_DEADLINE, RETRY_PERIOD, ElectionOptions, check_store
 from ._tenure import Tenure
@@ -324,9 +325,13 @@ class Elector:
         return self._campaign
 
     async def _follow(
-        self, campaign: Campaign, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+        self,
+        campaign: Campaign,
+        background: Background,
+        *,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
     ) -> None:
-        with _store_failure_ends_tenure(campaign, "the Lease can no longer be watched"):
+        with background.scope(), _store_failure_ends_tenure(campaign, "the Lease can no longer be watched"):
             await campaign.follow(task_status=task_status)
 
     async def _campaign_loop(self, campaign: Campaign) -> None:
@@ -364,28 +369,37 @@ class Elector:
                     logger.warning("record_events: %s cannot record events; ignored", type(store).__name__)
             self._campaign = campaign
             token = _active.set((*_active.get(), self))
+            # The block's own exception is held outside the nursery and raised after it, so an
+            # ExceptionGroup the user raised comes back as the very object (a nursery would wrap
+            # it, and a cancelled scope would rebuild it).
+            body_error: Exception | None = None
             try:
+                background = Background()
                 async with trio.open_nursery() as nursery:
                     if recorder is not None:
-                        nursery.start_soon(recorder.run)
-                    await nursery.start(self._follow, campaign)
-                    nursery.start_soon(self._campaign_loop, campaign)
+                        nursery.start_soon(background.run, recorder.run)
+                    await nursery.start(self._follow, campaign, background)
+                    nursery.start_soon(background.run, functools.partial(self._campaign_loop, campaign))
                     self._live = True
                     try:
                         yield self
+                    except Exception as exc:
+                        body_error = exc
                     finally:
                         self._live = False
                         if campaign.tenure is not None:
-                            campaign.end(campaign.tenure, "the Elector exited")
-                        nursery.cancel_scope.cancel()
+                            campaign.end(campaign.tenure, "the Elector exited", lost=False)
+                        background.cancel()
             except BaseExceptionGroup as group:
-                raise_single(group)
+                if body_error is None:
+                    raise_single(group)
+                note_campaign_failure(body_error, group, campaign.where)
             finally:
                 self._live = False
                 self._stopped = True
                 tenure = campaign.tenure
                 if tenure is not None:
-                    campaign.end(tenure, "the Elector exited")
+                    campaign.end(tenure, "the Elector exited", lost=False)
                     await campaign.wind_down(tenure, release=options.release_on_exit)
                 campaign.changed.fire()
                 if recorder is not None:
@@ -394,6 +408,8 @@ class Elector:
                         await recorder.flush()
                 campaign.hub.close()
                 _active.reset(token)
+            if body_error is not None:
+                raise body_error
 
     async def __aenter__(self) -> Elector:
         if self._scope is not None:

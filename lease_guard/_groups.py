@@ -8,9 +8,13 @@ layer is removed, never a group the user raised.
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Awaitable, Callable
 from typing import NoReturn
 
 import trio
+
+logger = logging.getLogger("lease_guard")
 
 
 def single_exception(group: BaseExceptionGroup[BaseException]) -> BaseException | None:
@@ -53,3 +57,47 @@ def raise_single(group: BaseExceptionGroup[BaseException]) -> NoReturn:
     finally:
         exc.__context__, exc.__cause__, exc.__suppress_context__ = context, cause, suppress
         del exc
+
+
+def note_campaign_failure(body_error: BaseException, group: BaseExceptionGroup[BaseException], where: str) -> None:
+    """The campaign failed as well as the block: keep the block's exception, and do not lose
+    the campaign's. A LeadershipLost with no cause of its own gets the campaign's failure as
+    its cause (the loss and the failure are one story); anything else is logged."""
+    from ._errors import LeadershipLost
+
+    failure = single_exception(group) or group
+    if isinstance(body_error, LeadershipLost) and body_error.__cause__ is None:
+        body_error.__cause__ = failure
+    elif failure is not body_error.__cause__:
+        logger.error("%s: the campaign failed too, while the block was raising %r: %r", where, body_error, failure)
+
+
+class Background:
+    """Stops a nursery's background tasks without cancelling the nursery itself.
+
+    Cancelling ``nursery.cancel_scope`` while the block's own exception leaves would make
+    that exception cross a cancelled scope, which rebuilds any ExceptionGroup it is (trio
+    splits out the Cancelled), so a user's group would come back as a copy. Each
+    background task runs in a scope of its own from :meth:`scope` instead.
+    """
+
+    def __init__(self) -> None:
+        self._scopes: list[trio.CancelScope] = []
+        self._cancelled = False
+
+    def scope(self) -> trio.CancelScope:
+        scope = trio.CancelScope()
+        if self._cancelled:
+            scope.cancel()
+        self._scopes.append(scope)
+        return scope
+
+    async def run(self, task: Callable[[], Awaitable[object]]) -> None:
+        """Run ``task`` until it returns or :meth:`cancel` is called."""
+        with self.scope():
+            await task()
+
+    def cancel(self) -> None:
+        self._cancelled = True
+        for scope in self._scopes:
+            scope.cancel()

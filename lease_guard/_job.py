@@ -29,7 +29,7 @@ import trio
 from ._campaign import Campaign
 from ._clock import TrioClock
 from ._elector import Elector, guard
-from ._groups import raise_single
+from ._groups import Background, note_campaign_failure, raise_single
 from ._lease_view import LeaseView
 from ._options import ElectionOptions
 from .stores._protocol import LeaseStore
@@ -95,27 +95,48 @@ class Job:
         options = self.options
         clock = TrioClock()
         campaign = Campaign(store, options, options.namespace or store.default_namespace, view=self.view(), clock=clock)
+        background = Background()
+        result: R | None = None
+        # The function's own exception is held outside the nursery, as in Elector._run.
+        error: Exception | None = None
         try:
             async with trio.open_nursery() as nursery:
                 try:
-                    await nursery.start(functools.partial(campaign.follow, give_up_after=options.renew_deadline))
+                    await nursery.start(self._follow, campaign, background)
                     if clock.now() < campaign.chance_at() or not campaign.admitted():
                         logger.debug("%s: held by %s; not waiting", campaign.where, campaign.view.leader)
                         return None
                     tenure = await campaign.acquire()
                     if tenure is None or tenure.over:
                         return None
-                    nursery.start_soon(campaign.hold, tenure)
+                    nursery.start_soon(background.run, functools.partial(campaign.hold, tenure))
                     try:
                         async with guard(tenure):
-                            return await fn(*args, **kwargs)
+                            result = await fn(*args, **kwargs)
+                    except Exception as exc:
+                        error = exc
                     finally:
                         tenure.end("the call returned")
                         await campaign.wind_down(tenure, release=options.release_on_exit)
                 finally:
-                    nursery.cancel_scope.cancel()
+                    background.cancel()
         except BaseExceptionGroup as group:
-            raise_single(group)
+            if error is None:
+                raise_single(group)
+            note_campaign_failure(error, group, campaign.where)
+        if error is not None:
+            raise error
+        return result
+
+    async def _follow(
+        self,
+        campaign: Campaign,
+        background: Background,
+        *,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        with background.scope():
+            await campaign.follow(give_up_after=self.options.renew_deadline, task_status=task_status)
 
 
 async def call_in_elector(

@@ -46,6 +46,8 @@ class Tenure:
         self.deadline = sent_at + renew_deadline
         self.end_reason: str | None = None
         self.end_cause: BaseException | None = None
+        self.renewal_failure: BaseException | None = None
+        """Why the last renewal attempt failed, if it did: the cause of a loss at the deadline."""
         self.ended = trio.Event()
         self._scopes: set[trio.CancelScope] = set()
         self._no_scopes = trio.Event()
@@ -119,5 +121,5 @@ class Tenure:
         error = LeadershipLost(
             lease=self.lease, namespace=self.namespace, identity=self.identity, term=self.term, reason=reason
         )
-        error.__cause__ = self.end_cause
+        error.__cause__ = self.end_cause or (self.renewal_failure if self.end_reason is None else None)
         return error

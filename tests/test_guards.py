@@ -264,7 +264,7 @@ async def test_bare_decorator_outside_an_elector_says_how_to_fix_it() -> None:
 async def test_leadership_inside_an_elector_reuses_its_campaign(autojump_clock: trio.testing.MockClock) -> None:
     store = MemoryLeaseStore()
     async with Elector(LEASE, identity="me", store=store) as elector:
-        async with leadership(LEASE, store=store, identity="ignored") as lead:
+        async with leadership(LEASE, store=store) as lead:  # nothing explicit conflicts
             assert lead.identity == "me"
             assert store.holder(LEASE) == "me"
         # leaving the inner block does not release: the Elector still leads

@@ -1,0 +1,133 @@
+"""The pure rules of _lease_view, from tables: no trio, no store, times passed in.
+
+Each row is a history of states one candidate ("me") observed, at the times given, and
+when that candidate may take the Lease afterwards.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from lease_guard._lease_view import LeaseView
+from lease_guard._record import INT32_MAX, LeaseRecord, LeaseSpec
+
+ME = "me"
+versions = iter(range(1, 10**9))
+
+
+def state(
+    holder: str | None, *, duration: int | None = 15, term: int | None = 1, proof: str | None = None
+) -> LeaseRecord:
+    return LeaseRecord("ns", "jobs", str(next(versions)), LeaseSpec(holder, duration, None, None, term, proof))
+
+
+HELD_BY_X = ("held", "x")
+DELETED = ("deleted",)
+CLEARED = ("cleared",)  # holder "" as client-go's release, kubectl or `release --force` write it
+RELEASED_BY_X = ("released", "x")  # x's own release, with the proof
+
+
+def record_for(step: tuple[str, ...]) -> LeaseRecord | None:
+    match step:
+        case ("held", holder):
+            return state(holder)
+        case ("deleted",):
+            return None
+        case ("cleared",):
+            return state("", duration=1)
+        case ("released", holder):
+            return state("", duration=1, proof=holder)
+    raise AssertionError(step)
+
+
+@pytest.mark.parametrize(
+    ("history", "takeable_at"),
+    [
+        pytest.param([(0, DELETED)], -math.inf, id="no-lease-nobody-seen: take it now"),
+        pytest.param([(0, HELD_BY_X)], 15, id="held: after its duration of silence"),
+        pytest.param([(0, HELD_BY_X), (4, HELD_BY_X)], 19, id="renewed: silence counts from the last change"),
+        pytest.param([(0, HELD_BY_X), (4, RELEASED_BY_X)], -math.inf, id="its own release with proof: at once"),
+        pytest.param([(0, HELD_BY_X), (4, DELETED)], 15, id="deleted by someone else: the holder's silence"),
+        pytest.param([(0, HELD_BY_X), (4, CLEARED)], 15, id="cleared by someone else: the holder's silence"),
+        pytest.param([(0, HELD_BY_X), (4, CLEARED), (5, DELETED)], 15, id="cleared then deleted: still waits"),
+        pytest.param([(0, CLEARED)], 15, id="found cleared, holder never seen: our duration from first sight"),
+        pytest.param([(0, CLEARED), (9, CLEARED)], 15, id="cleared again: silence keeps counting from first sight"),
+        pytest.param([(0, HELD_BY_X), (4, RELEASED_BY_X), (6, DELETED)], -math.inf, id="released, then deleted"),
+        pytest.param(
+            [(0, HELD_BY_X), (4, RELEASED_BY_X), (6, ("held", "y")), (7, CLEARED)],
+            6 + 15,
+            id="y took it, then y was cleared: y's silence",
+        ),
+    ],
+)
+def test_when_a_lease_becomes_takeable(history: list[tuple[float, tuple[str, ...]]], takeable_at: float) -> None:
+    view = LeaseView(ME, lease_duration=15.0)
+    for at, step in history:
+        view.observe(record_for(step), now=at)
+    assert view.takeable_at() == takeable_at
+
+
+def test_our_own_state_is_ours_at_once_and_a_duplicate_identity_is_not() -> None:
+    view = LeaseView(ME, lease_duration=15.0)
+    mine = state(ME)
+    view.sending(mine.spec)
+    view.observe(mine, now=0)
+    assert view.holding(mine)
+    assert view.takeable_at() == -math.inf
+    # another process writing as "me" (its own renewTime makes it a write we never sent)
+    duplicate = LeaseRecord("ns", "jobs", "dup", LeaseSpec(ME, 15, None, "2026-01-01T00:00:00.000000Z", 1))
+    view.observe(duplicate, now=1)
+    assert not view.holding(duplicate)
+    assert view.takeable_at() == 1 + 15
+    assert view.tenure_end(duplicate) == "another process is writing the lease as 'me' (duplicate identity)"
+
+
+def test_our_own_tenure_cleared_by_someone_else_is_ours_to_take_again() -> None:
+    # Our guarded code we wait for ourselves (the campaign does); nobody else's runs.
+    view = LeaseView(ME, lease_duration=15.0)
+    mine = state(ME)
+    view.sending(mine.spec)
+    view.observe(mine, now=0)
+    view.observe(state("", duration=1), now=3)
+    assert view.takeable_at() == -math.inf
+
+
+@pytest.mark.parametrize(
+    ("record", "takeable_at"),
+    [
+        pytest.param(state("x", duration=None), 15, id="no duration: ours"),
+        pytest.param(state("x", duration=0), 15, id="zero duration: ours"),
+        pytest.param(state("x", duration=-5), 15, id="negative duration: ours"),
+        pytest.param(state("x", duration=40), 40, id="a longer stated duration is honoured"),
+        pytest.param(state("x", duration=INT32_MAX), INT32_MAX, id="huge duration honoured"),
+        pytest.param(state(None, term=INT32_MAX, proof="x"), math.inf, id="exhausted term: never"),
+        pytest.param(state("", duration=1, proof="x"), -math.inf, id="proof is enough whoever we saw"),
+    ],
+)
+def test_foreign_contents(record: LeaseRecord, takeable_at: float) -> None:
+    view = LeaseView(ME, lease_duration=15.0)
+    view.observe(record, now=0)
+    assert view.takeable_at() == takeable_at
+
+
+@pytest.mark.parametrize(
+    ("record", "reason"),
+    [
+        pytest.param(None, "the Lease was deleted", id="deleted"),
+        pytest.param(state("y"), "'y' took the lease", id="taken"),
+        pytest.param(state(""), "someone else cleared the holder", id="cleared"),
+    ],
+)
+def test_what_ends_our_tenure(record: LeaseRecord | None, reason: str) -> None:
+    view = LeaseView(ME, lease_duration=15.0)
+    assert view.tenure_end(record) == reason
+
+
+def test_the_same_version_twice_is_no_change() -> None:
+    view = LeaseView(ME, lease_duration=15.0)
+    record = state("x")
+    assert view.observe(record, now=0)
+    assert not view.observe(record, now=10)
+    assert view.takeable_at() == 15  # the repeat did not restart the silence
