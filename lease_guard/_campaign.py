@@ -303,6 +303,7 @@ class Campaign:
         acquire_time = micro_time()
         spec = self._spec(term=term, acquire_time=acquire_time)
         sent_at = self.clock.now()
+        changes = self.view.changes
         with trio.move_on_at(self.clock.at(sent_at + self.options.renew_deadline)) as timeout:
             try:
                 record = await self._write(current, spec)
@@ -314,6 +315,9 @@ class Campaign:
             raise StoreUnavailable(
                 f"no answer to a write of {self.where} within renew_deadline ({self.options.renew_deadline:g}s)"
             )
+        if self.view.superseded(record, changes):
+            logger.info("%s: the Lease changed again right after our acquire; not leading", self.where)
+            return None
         self.see(record)
         tenure = Tenure(
             lease=self.options.lease,
@@ -360,6 +364,7 @@ class Campaign:
         spec = self._spec(term=tenure.term, acquire_time=tenure.acquire_time)
         sent_at = self.clock.now()
         retry_at = sent_at + self.options.retry_period
+        changes = self.view.changes
         try:
             tenure.renewal_failure = None
             record = await self._write(current, spec)
@@ -384,6 +389,8 @@ class Campaign:
         except LeaseStoreError as exc:
             self.end(tenure, f"renewal failed: {exc}", exc)
             return retry_at
+        if self.view.superseded(record, changes):
+            return self.clock.now()  # the watch has newer news, already taken in: decide on it
         self.see(record)
         for observe in self.renewal_observers:
             observe(self.clock.now() - sent_at)

@@ -76,6 +76,8 @@ class LeaseView:
         self.changed_at = -math.inf
         self.last_hold: Hold | None = None
         self.free_since = -math.inf
+        self.changes = 0
+        """How many new states have been observed: tells a write's answer from later news."""
         self._written_versions: collections.deque[str] = collections.deque(maxlen=REMEMBERED_WRITES)
         self._sent_specs: collections.deque[LeaseSpec] = collections.deque(maxlen=REMEMBERED_WRITES)
 
@@ -119,6 +121,7 @@ class LeaseView:
             return False
         was_unproven_free = self.read and _unproven_free(self.record)
         self.read = True
+        self.changes += 1
         self.record = record
         self.changed_at = now
         if record is not None and record.holder is not None:
@@ -128,6 +131,19 @@ class LeaseView:
         if _unproven_free(record) and not was_unproven_free:
             self.free_since = now
         return True
+
+    def superseded(self, answer: LeaseRecord, changes_when_sent: int) -> bool:
+        """Whether the answer to our successful write is already old news.
+
+        Our write was conditioned on the state we had seen, so nothing was written between
+        that state and ours: any state observed since the write was sent that is not our
+        write itself came *after* it (the watch delivers in order). Taking in the answer
+        then would put an older state over a newer one, say our acquire over the steal
+        that followed it.
+        """
+        return self.changes != changes_when_sent and (
+            self.record is None or self.record.resource_version != answer.resource_version
+        )
 
     # -- the rules -------------------------------------------------------------------------
 

@@ -131,3 +131,17 @@ def test_the_same_version_twice_is_no_change() -> None:
     assert view.observe(record, now=0)
     assert not view.observe(record, now=10)
     assert view.takeable_at() == 15  # the repeat did not restart the silence
+
+
+def test_the_answer_to_our_write_is_old_news_once_a_later_state_was_seen() -> None:
+    view = LeaseView(ME, lease_duration=15.0)
+    view.observe(None, now=0)
+    changes = view.changes  # our create is sent now
+    ours = state(ME)
+    assert not view.superseded(ours, changes)  # nothing seen since: take the answer in
+    view.observe(ours, now=0.1)  # the watch delivered our own write first
+    assert not view.superseded(ours, changes)
+    view.observe(state("thief"), now=0.2)  # then a later state
+    assert view.superseded(ours, changes)
+    view.observe(None, now=0.3)  # or a deletion
+    assert view.superseded(ours, changes)
