@@ -333,6 +333,7 @@ class Campaign:
             # The answer came after the deadline counted from the send: a tenure with no
             # time to run. The record is ours, so the next attempt may retry at once.
             logger.warning("%s: the acquire answer came too late to lead", self.where)
+            self.pause_until = self.clock.now() + self._backoff.next()
             return None
         self.tenure = tenure
         logger.info("%s: %s started leading (term %d)", self.where, self.options.identity, term)
@@ -501,6 +502,9 @@ class Campaign:
         """
         outage = OutageLog(f"{self.where}: taking the Lease")
         while True:
+            # Every round passes a checkpoint, so cancellation always ends this loop, even with
+            # a store whose requests are shielded.
+            await trio.lowlevel.checkpoint()
             previous = self.tenure
             if previous is not None and previous.guarding:
                 # A new tenure must not start while guarded code of the last one still unwinds.
