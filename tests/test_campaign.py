@@ -89,7 +89,8 @@ class ShieldedWrites(FaultyStore):
 
     async def update(self, current: LeaseRecord, spec: LeaseSpec) -> LeaseRecord:
         with trio.CancelScope(shield=True):
-            return await super().update(current, spec)
+            record = await super().update(current, spec)
+        return record
 
 
 async def test_an_answer_after_the_deadline_cannot_revive_the_tenure(
