@@ -46,6 +46,9 @@ EXIT_CANNOT_EXECUTE = 126
 #: ``run``: the command was not found (as a shell reports it).
 EXIT_NOT_FOUND = 127
 
+#: How long ``run`` waits for SIGKILL to take effect before it stops waiting; a process killed
+#: but not yet reaped by its parent (a zombie) runs no code, yet still counts as in its group.
+KILL_WAIT = 1.0
 #: How often ``run`` checks whether the processes it signalled are gone.
 GROUP_POLL_INTERVAL = 0.05
 
@@ -335,7 +338,11 @@ async def stop_process_group(process: trio.Process, grace: float) -> None:
         with trio.move_on_after(grace):
             await process.wait()
             await _group_gone(pgid)
+            return
         _signal_group(pgid, signal.SIGKILL)
+        await process.wait()
+        with trio.move_on_after(KILL_WAIT):
+            await _group_gone(pgid)
     await process.wait()
 
 
