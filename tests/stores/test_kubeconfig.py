@@ -91,5 +91,5 @@ def test_first_file_to_set_a_name_wins(tmp_path: Path, monkeypatch: pytest.Monke
 
 def test_no_kubeconfig_at_all_says_where_it_looked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("KUBECONFIG", str(tmp_path / "nothing-here"))
-    with pytest.raises(ConfigurationError, match="no kubeconfig found .*nothing-here"):
+    with pytest.raises(ConfigurationError, match=r"no kubeconfig found .*nothing-here"):
         KubernetesLeaseStore.from_kubeconfig()
