@@ -38,3 +38,17 @@ def test_structured_app_exits_non_zero_when_the_cluster_is_unreachable(tmp_path:
     assert done.stderr.strip().endswith(
         "no replica led before its shutdown: is the cluster reachable, and is RBAC in place?"
     )
+
+
+def test_periodic_job_runs_each_tick_on_one_replica() -> None:
+    done = run_example(str(EXAMPLES / "periodic_job.py"))
+    assert done.returncode == 0, done.stderr
+    ran = [line for line in done.stdout.splitlines() if "removed 42 rows" in line]
+    skipped = [line for line in done.stdout.splitlines() if "skipped" in line]
+    assert (len(ran), len(skipped)) == (4, 4), done.stdout
+
+
+def test_fencing_token_refuses_the_late_write_of_an_old_term() -> None:
+    done = run_example(str(EXAMPLES / "fencing_token.py"))
+    assert done.returncode == 0, done.stderr
+    assert "refused: term 0 < 1: a newer leader exists" in done.stdout
