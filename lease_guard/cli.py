@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import logging
 import math
 import os
 import shutil
@@ -186,6 +187,8 @@ class _Group(click.Group):
 def main(ctx: click.Context) -> None:
     """Kubernetes leader election for trio: inspect, watch, release Leases; run a command only while leading."""
     ctx.ensure_object(Context)
+    # The campaign's warnings (a watch retrying, a renewal refused) are news for the person at the shell.
+    logging.basicConfig(format="lease-guard: %(levelname)s: %(message)s", level=logging.WARNING)
 
 
 def _lease_arg(_ctx: click.Context, _param: click.Parameter, value: str) -> str:
