@@ -214,6 +214,29 @@ def test_run_stops_what_a_shell_command_started_when_leadership_is_lost(kube: Ku
     assert not alive(grandchild), "the shell's child outlived lease-guard"
 
 
+def test_run_kills_a_command_that_ignores_sigterm_after_the_grace(kube: KubeServer) -> None:
+    script = "trap '' TERM; echo started; while :; do sleep 1; done"
+    process = subprocess.Popen(
+        lease_guard_cmd(
+            kube, "run", "cli-stubborn", "--identity", "runner", "--grace", "1.5", "--", "sh", "-c", script
+        ),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        assert process.stdout.readline().strip() == "started"
+        stolen = time.monotonic()
+        put_lease(kube, "cli-stubborn", "operator")
+        code = process.wait(timeout=30)
+        stopped_after = time.monotonic() - stolen
+    finally:
+        process.kill()
+    assert code == EXIT_LEADERSHIP_LOST
+    assert 1.5 <= stopped_after < 10, stopped_after
+
+
 def alive(pid: int) -> bool:
     """Whether the process exists and is not a zombie (dead, waiting for its parent to reap it)."""
     try:
@@ -224,7 +247,9 @@ def alive(pid: int) -> bool:
 
 
 def test_watch_of_a_lease_that_never_existed_says_so(kube: KubeServer) -> None:
-    process = subprocess.Popen(lease_guard_cmd(kube, "watch", "cli-never"), stdout=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        lease_guard_cmd(kube, "watch", "cli-never"), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     try:
         assert process.stdout is not None
         assert process.stdout.readline().endswith(
@@ -234,7 +259,8 @@ def test_watch_of_a_lease_that_never_existed_says_so(kube: KubeServer) -> None:
         assert "holder=first" in process.stdout.readline()
     finally:
         process.send_signal(signal.SIGINT)
-        assert process.wait(timeout=30) == 130
+        _, stderr = process.communicate(timeout=30)
+    assert (process.returncode, stderr) == (130, "")
 
 
 def test_demo_on_the_cluster_reports_a_missing_namespace_in_one_line(kube: KubeServer) -> None:
