@@ -17,6 +17,10 @@ T = TypeVar("T")
 
 #: Ctrl-C, as a shell reports it: 128 + SIGINT.
 EXIT_INTERRUPTED = 128 + signal.SIGINT
+#: A command that was found but cannot be executed, as a shell reports it.
+EXIT_CANNOT_EXECUTE = 126
+#: A command that was not found, as a shell reports it.
+EXIT_NOT_FOUND = 127
 
 
 @dataclass

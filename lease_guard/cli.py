@@ -23,35 +23,24 @@ import logging
 import math
 import os
 import shutil
-import signal
 import sys
 from collections.abc import Awaitable, Callable
 from typing import Any, NoReturn, TypeVar
 
 import click
-import trio
 
 from ._elector import Elector
 from ._errors import ConfigurationError, LeadershipLost, LeaseGuardError
 from ._options import LEASE_DURATION, RENEW_DEADLINE, RETRY_PERIOD, check_lease_name, check_namespace
+from ._process_group import run_in_group
 from ._record import LeaseRecord, LeaseSpec, parse_time
-from ._shell import run_until_signal
+from ._shell import EXIT_CANNOT_EXECUTE, EXIT_NOT_FOUND, run_until_signal
 from .stores._protocol import LeaseStore
 
 T = TypeVar("T")
 
 #: ``run`` exits with this when leadership was lost and the command stopped.
 EXIT_LEADERSHIP_LOST = 3
-#: ``run``: the command was found but cannot be executed (as a shell reports it).
-EXIT_CANNOT_EXECUTE = 126
-#: ``run``: the command was not found (as a shell reports it).
-EXIT_NOT_FOUND = 127
-
-#: How long ``run`` waits for SIGKILL to take effect before it stops waiting; a process killed
-#: but not yet reaped by its parent (a zombie) runs no code, yet still counts as in its group.
-KILL_WAIT = 1.0
-#: How often ``run`` checks whether the processes it signalled are gone.
-GROUP_POLL_INTERVAL = 0.05
 
 
 class Context:
@@ -315,62 +304,6 @@ def _check_command(program: str) -> None:
         sys.exit(EXIT_CANNOT_EXECUTE)
 
 
-def _signal_group(pgid: int, signum: int) -> bool:
-    """Send ``signum`` to the process group; False if it has no process left."""
-    try:
-        os.killpg(pgid, signum)
-    except ProcessLookupError:
-        return False
-    return True
-
-
-async def _group_gone(pgid: int) -> None:
-    # The kernel tells no one when the last process of a group exits: poll.
-    while _signal_group(pgid, 0):  # noqa: ASYNC110
-        await trio.sleep(GROUP_POLL_INTERVAL)
-
-
-async def stop_process_group(process: trio.Process, grace: float) -> None:
-    """Stop ``process`` and everything in its process group: SIGTERM, then SIGKILL after ``grace``.
-
-    Returns once the command itself has exited and been reaped; the group is empty by then
-    unless a process in it ignored SIGKILL's delivery (a zombie waiting for its parent).
-    """
-    pgid = process.pid
-    if _signal_group(pgid, signal.SIGTERM):
-        with trio.move_on_after(grace):
-            await process.wait()
-            await _group_gone(pgid)
-            return
-        _signal_group(pgid, signal.SIGKILL)
-        await process.wait()
-        with trio.move_on_after(KILL_WAIT):
-            await _group_gone(pgid)
-    await process.wait()
-
-
-async def run_in_group(command: list[str], grace: float) -> int:
-    """Run ``command`` in a session of its own and return its exit status as a shell reports it.
-
-    Whatever ends this call (the command exiting, cancellation, an error), nothing the
-    command started is left running: the whole group is stopped by :func:`stop_process_group`.
-    """
-    try:
-        process = await trio.lowlevel.open_process(command, start_new_session=True)
-    except FileNotFoundError:
-        return EXIT_NOT_FOUND
-    except PermissionError:
-        return EXIT_CANNOT_EXECUTE
-    try:
-        await process.wait()
-    finally:
-        with trio.CancelScope(shield=True):
-            await stop_process_group(process, grace)
-    code = process.returncode
-    assert code is not None
-    return 128 - code if code < 0 else code
-
-
 @main.command(context_settings={"ignore_unknown_options": True})
 @lease_argument
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
@@ -443,6 +376,8 @@ def run(
                 return EXIT_LEADERSHIP_LOST
             if code == EXIT_NOT_FOUND:
                 click.echo(f"lease-guard: {command[0]}: command not found", err=True)
+            elif code == EXIT_CANNOT_EXECUTE:
+                click.echo(f"lease-guard: {command[0]}: permission denied", err=True)
             return code
 
     sys.exit(_run(go))
