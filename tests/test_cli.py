@@ -1,6 +1,6 @@
-"""The lease-guard CLI without a cluster: usage errors, one-line errors, signals, and stopping
-everything ``run`` started. The same commands against the real API server are in
-tests/integration/test_cli.py."""
+"""The lease-guard CLI without a cluster: usage errors, one-line errors, signals. How ``run``
+stops what it started is in test_process_group.py; the commands against the real API server
+are in tests/integration/test_cli.py."""
 
 from __future__ import annotations
 
