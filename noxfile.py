@@ -58,5 +58,5 @@ def docs(session: nox.Session) -> None:
 @nox.session
 def typecheck(session: nox.Session) -> None:
     """mypy --strict over the package, tests and examples."""
-    session.install("-e", ".[test]", "mypy", "nox")
+    session.install("-e", ".[test]", "mypy", "nox", "types-PyYAML")
     session.run("mypy", "--strict", *session.posargs)

@@ -1,6 +1,12 @@
 """How to test code that uses lease_guard: pytest-trio, virtual time, the in-memory store.
 
-    pytest examples/test_my_app.py -p trio --trio-mode   (or trio_mode = true in your config)
+    pip install pytest-trio && pytest examples/test_my_app.py
+
+The tests are marked ``@pytest.mark.trio``, so they run wherever pytest-trio is installed.
+To leave the marks out, turn trio mode on for the whole project instead, in pyproject.toml::
+
+    [tool.pytest.ini_options]
+    trio_mode = true
 
 The app under test takes its store as a parameter; tests hand it a MemoryLeaseStore and
 drive leadership with its controls. The autojump clock makes lease timeouts instant.

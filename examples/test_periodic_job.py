@@ -1,6 +1,9 @@
 """Testing a decorated periodic job with the lease_guard pytest plugin (fixtures lease_kit, lease_store).
 
-pytest examples/test_periodic_job.py        (pytest-trio installed, trio_mode on)
+    pip install pytest-trio && pytest examples/test_periodic_job.py
+
+``pytestmark`` below marks every test of the file for pytest-trio; with trio mode on for the
+whole project (``trio_mode = true``, see docs/testing.md) it can go.
 """
 
 from __future__ import annotations
@@ -11,6 +14,8 @@ import trio.testing
 
 from lease_guard import LeadershipLost, LeaseStore, only_when_leading
 from lease_guard.testing import LeaseKit
+
+pytestmark = pytest.mark.trio
 
 
 def make_cleanup(store: LeaseStore, removed: list[str]):  # type: ignore[no-untyped-def]

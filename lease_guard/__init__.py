@@ -11,6 +11,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from ._elector import Elector, Leadership
 from ._errors import (
     ConfigurationError,
@@ -27,7 +29,21 @@ from ._errors import (
 from ._events import EventKind, LeadershipEvent
 from ._guards import leadership, only_when_leading
 from ._record import LeaseRecord, LeaseSpec
-from .stores import KubernetesLeaseStore, LeaseStore, MemoryLeaseStore
+from .stores import LeaseStore, MemoryLeaseStore
+
+if TYPE_CHECKING:
+    from .stores.kubernetes import KubernetesLeaseStore
+
+
+def __getattr__(name: str) -> Any:
+    # KubernetesLeaseStore is imported on first use: lightkube and httpx take a noticeable
+    # part of a second to import, and the pytest plugin imports this package at every start.
+    if name == "KubernetesLeaseStore":
+        from .stores.kubernetes import KubernetesLeaseStore
+
+        return KubernetesLeaseStore
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "ConfigurationError",

@@ -2,10 +2,15 @@
 
 Names follow client-go where it has one:
 
-- ``leader_election_master_status{name}``: 1 while this process leads the Lease, else 0
-  (client-go's gauge of the same name);
-- ``lease_guard_leadership_transitions_total{name, kind}``: tenures started and stopped;
-- ``lease_guard_renewal_seconds{name}``: round-trip time of successful renewals.
+- ``leader_election_master_status{name, namespace}``: 1 while this process leads the Lease,
+  else 0 (client-go's gauge of the same name, which labels only ``name``);
+- ``lease_guard_leadership_transitions_total{name, namespace, kind}``: tenures started and
+  stopped; a tenure already held when :func:`instrument` starts counts as started, so
+  while it runs ``started - stopped`` equals the gauge;
+- ``lease_guard_renewal_seconds{name, namespace}``: round-trip time of successful renewals.
+
+Every series carries the Lease's namespace as well as its name: one process may lead
+Leases of the same name in several namespaces.
 
 Run :func:`instrument` beside the Elector::
 
@@ -16,6 +21,7 @@ Run :func:`instrument` beside the Elector::
 
 from __future__ import annotations
 
+import trio
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 
 from ._elector import Elector
@@ -29,19 +35,19 @@ class Metrics:
         self.master_status = Gauge(
             "leader_election_master_status",
             "1 while this process leads the lease, else 0.",
-            ["name"],
+            ["name", "namespace"],
             registry=registry,
         )
         self.transitions = Counter(
             "lease_guard_leadership_transitions",
             "Tenures started and stopped by this process.",
-            ["name", "kind"],
+            ["name", "namespace", "kind"],
             registry=registry,
         )
         self.renewal_seconds = Histogram(
             "lease_guard_renewal_seconds",
             "Round-trip time of successful lease renewals.",
-            ["name"],
+            ["name", "namespace"],
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
             registry=registry,
         )
@@ -62,23 +68,27 @@ async def instrument(elector: Elector, metrics: Metrics | None = None) -> None:
         if _default is None:
             _default = Metrics()
         metrics = _default
-    name = elector.lease
-    status = metrics.master_status.labels(name=name)
-    latency = metrics.renewal_seconds.labels(name=name)
+    series = {"name": elector.lease, "namespace": elector.namespace}
+    status = metrics.master_status.labels(**series)
+    latency = metrics.renewal_seconds.labels(**series)
+    started = metrics.transitions.labels(**series, kind="started")
+    stopped = metrics.transitions.labels(**series, kind="stopped")
     stop_observing = elector._observe_renewals(latency.observe)
     events = elector.events()
     try:
-        snapshot = await events.__anext__()  # the state now: not a transition
-        status.set(1 if snapshot.kind is EventKind.STARTED_LEADING else 0)
+        # The first event is the state now: a tenure already under way counts as started,
+        # so that its end, counted as stopped, leaves started - stopped equal to the gauge.
         async for event in events:
             if event.kind is EventKind.STARTED_LEADING:
                 status.set(1)
-                metrics.transitions.labels(name=name, kind="started").inc()
+                started.inc()
             elif event.kind is EventKind.STOPPED_LEADING:
                 status.set(0)
-                metrics.transitions.labels(name=name, kind="stopped").inc()
+                stopped.inc()
             elif not elector.is_leader:
                 status.set(0)
     finally:
         stop_observing()
+        with trio.CancelScope(shield=True):
+            await events.aclose()
         status.set(0)

@@ -2,8 +2,22 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from ._protocol import AcquisitionGate, EventRecorder, LeaseStore
-from .kubernetes import KubernetesLeaseStore
 from .memory import MemoryLeaseStore
+
+if TYPE_CHECKING:
+    from .kubernetes import KubernetesLeaseStore
+
+
+def __getattr__(name: str) -> Any:
+    # Imported on first use, so that importing lease_guard does not import lightkube and httpx.
+    if name == "KubernetesLeaseStore":
+        from .kubernetes import KubernetesLeaseStore
+
+        return KubernetesLeaseStore
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = ["AcquisitionGate", "EventRecorder", "KubernetesLeaseStore", "LeaseStore", "MemoryLeaseStore"]

@@ -26,13 +26,12 @@ import contextlib
 import datetime
 import json
 import logging
-import os
 from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any, cast
 
 import httpx2 as httpx
 import trio
-from lightkube import ApiError, AsyncClient, ConfigError, KubeConfig
+from lightkube import ApiError, AsyncClient, ConfigError
 from lightkube.config.client_adapter import ExecAuth, verify_cluster
 from lightkube.config.kubeconfig import SingleConfig
 from lightkube.models.coordination_v1 import LeaseSpec as K8sLeaseSpec
@@ -51,6 +50,7 @@ from .._errors import (
     StoreUnavailable,
 )
 from .._record import LeaseRecord, LeaseSpec
+from ._kubeconfig import load_kubeconfig
 
 logger = logging.getLogger("lease_guard")
 
@@ -103,17 +103,17 @@ WATCH_LIMITS = httpx.Limits(max_connections=None, max_keepalive_connections=None
 
 
 def _load_config(path: str | None, context: str | None) -> SingleConfig:
+    config = load_kubeconfig(path)  # raises ConfigurationError naming the file
     try:
-        config = KubeConfig.from_file(os.path.expanduser(path)) if path else KubeConfig.from_env()
         single = config.get(context_name=context)
         if single is None:
             raise ConfigError("no current context")
         return single
     except (ConfigError, OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
-        where = f"kubeconfig {path!r}" if path else "the in-cluster config, $KUBECONFIG or ~/.kube/config"
+        where = f"kubeconfig {str(config.fname)!r}" if config.fname else "the in-cluster config"
         raise ConfigurationError(
             f"cannot make a Kubernetes client from {where}: {type(exc).__name__}: {exc}. "
-            "Pass a valid kubeconfig, or a store (MemoryLeaseStore() in tests)."
+            "Name an existing context, or set current-context in the kubeconfig."
         ) from exc
 
 

@@ -82,9 +82,20 @@ class MemoryLeaseStore:
         """
         return list(self._tenures.get((namespace, lease), []))
 
-    async def changed(self, lease: str, namespace: str = "default") -> None:
-        """Wait until the Lease is next written or deleted."""
-        await self._changed.setdefault((namespace, lease), trio.Event()).wait()
+    def namespaces_of(self, lease: str) -> list[str]:
+        """The namespaces in which a Lease named ``lease`` exists, sorted.
+
+        >>> store = MemoryLeaseStore()
+        >>> _ = store.steal("jobs", "a", namespace="ops")
+        >>> store.namespaces_of("jobs")
+        ['ops']
+        """
+        return sorted(namespace for namespace, name in self._records if name == lease)
+
+    async def changed(self, lease: str, namespace: str | None = "default") -> None:
+        """Wait until the Lease is next written or deleted (in any namespace when ``namespace`` is None)."""
+        key = (namespace, lease) if namespace is not None else ("", lease)
+        await self._changed.setdefault(key, trio.Event()).wait()
 
     def steal(self, lease: str, identity: str, namespace: str = "default") -> LeaseRecord:
         """Overwrite the holder, as another replica or an operator would; returns the new record.
@@ -195,9 +206,11 @@ class MemoryLeaseStore:
         return record
 
     def _notify(self, key: tuple[str, str]) -> None:
-        event = self._changed.pop(key, None)
-        if event is not None:
-            event.set()
+        # ("", name) is the key of changed(name, namespace=None): no namespace is named "".
+        for waiting in (key, ("", key[1])):
+            event = self._changed.pop(waiting, None)
+            if event is not None:
+                event.set()
 
     async def _reach(self, *, count: bool = True) -> None:
         """One round trip: a checkpoint, or the outage's effect."""
