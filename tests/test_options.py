@@ -56,3 +56,25 @@ def test_default_identity_is_unique_per_campaign(monkeypatch: pytest.MonkeyPatch
     first, second = default_identity(), default_identity()
     assert first != second
     assert first.startswith("web-7d9f_")
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"identity": ""}, "identity must be a non-empty string"),
+        ({"identity": "  "}, "identity must be a non-empty string"),
+        ({"retry_period": 1e-9, "renew_deadline": 1, "lease_duration": 2}, "retry_period must be at least 0.01"),
+        ({"store": object()}, "store must implement the LeaseStore protocol"),
+    ],
+)
+def test_every_entry_point_validates_the_same_way(options: dict[str, object], message: str) -> None:
+    with pytest.raises(ConfigurationError, match=message):
+        Elector("jobs", **options)  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError, match=message):
+        only_when_leading(lease="jobs", **options)  # type: ignore[call-overload]
+
+
+async def test_leadership_validates_before_waiting() -> None:
+    with pytest.raises(ConfigurationError, match="store must implement the LeaseStore protocol"):
+        async with leadership("jobs", store=object()):  # type: ignore[arg-type]
+            raise AssertionError("unreachable")
