@@ -124,9 +124,9 @@ def main() -> int:
         ("worst takeover after faults (s)", f"{ours.worst:.2f}", f"{answer_counted.worst:.2f}"),
     ]
     print(f"deterministic layer, seed {args.seed}, kinds {args.kinds}, {elapsed:.0f} s")
-    print(f"{'':34} {'lease_guard':>12} {'deadline from answer':>22}")
+    print(f"{'':40} {'lease_guard':>12} {'deadline from answer':>22}")
     for name, left, right in rows:
-        print(f"{name:34} {left!s:>12} {right!s:>22}")
+        print(f"{name:40} {left!s:>12} {right!s:>22}")
     return 1 if ours.overlaps or ours.liveness or ours.hangs else 0
 
 

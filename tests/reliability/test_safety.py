@@ -25,6 +25,7 @@ import math
 import os
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, replace
+from typing import Any, cast
 
 import pytest
 import trio
@@ -229,7 +230,8 @@ async def scenario(candidates: int, schedule: list[Fault], work: list[float], ra
     async def elector_campaign(n: int, process: trio.Nursery) -> None:
         owner = new_owner(n, "e")
         elector = Elector(LEASE, identity=f"c{n}", store=stores[n])
-        elector._clock = clock_factory(stores[n], rates[n % len(rates)])
+        # The clock hook: any object with now() and at(local) (typed by the core, not here).
+        cast(Any, elector)._clock = clock_factory(stores[n], rates[n % len(rates)])
         gone = trio.Event()
         try:
             async with elector:
@@ -363,7 +365,7 @@ async def scenario(candidates: int, schedule: list[Fault], work: list[float], ra
         async def racer() -> None:
             await written.wait()
             await trio.sleep(taken_after)
-            faults_injected["race: tenure ended right after the write"] += 1
+            faults_injected["race (ended right after the write)"] += 1
             if fault.length > CUT_OFF:
                 memory.delete(JOB_LEASE)
                 deletes[JOB_LEASE].append(trio.current_time())
@@ -503,6 +505,65 @@ def test_no_two_leaders_and_someone_leads_again(
     candidates: int, schedule: list[Fault], work: list[float], rates: list[float]
 ) -> None:
     run(candidates, schedule, work, rates)
+
+
+# -- one schedule per usage pattern: what the semantics promise ----------------------------
+
+
+def first_span(intervals: Intervals, owner: str) -> tuple[float, float]:
+    return next((start, end) for who, start, end in sorted(intervals.spans, key=lambda span: span[1]) if who == owner)
+
+
+def test_a_candidate_that_finds_no_lease_takes_it_at_once_and_a_release_is_taken_at_once() -> None:
+    intervals = run(2, [Fault(at=3, candidate=0, kind="release", length=1)], [1000], [1.0])
+    assert first_span(intervals, "c0.e0") == (0, 3)
+    assert 3 <= first_span(intervals, "c1.e0")[0] < 3.1
+
+
+@pytest.mark.parametrize("kind", ["delete", "clear", "force-release"])
+def test_an_external_write_while_the_holder_is_cut_off_waits_for_silence(kind: str) -> None:
+    # c0 renews at 0 and 2; at 3 it is cut off, at 3.5 someone else deletes the Lease or
+    # clears its holder without release proof. c0 runs on until its deadline, 12; c1 saw the
+    # renewal at 2, so it may take the Lease at 17 (lease_duration of silence), not at 3.5.
+    intervals = run(2, [Fault(at=3, candidate=0, kind=kind, length=20)], [1000], [1.0])
+    assert first_span(intervals, "c0.e0") == (0, 12)
+    assert 17 <= first_span(intervals, "c1.e0")[0] < 17.1
+
+
+def test_leaving_an_elector_ends_the_guarded_code_of_its_outer_tasks_before_the_lease_is_released() -> None:
+    # At 3 a worker started in an outer nursery enters c0's elector.leading(); at 4.1 the
+    # Elector's block is left. The worker's code must end before anyone else leads.
+    run(2, [Fault(at=3, candidate=0, kind="elector-exit", length=1)], [1000], [1.0])
+
+
+def test_an_elector_left_while_a_task_waits_in_leading_does_not_leave_it_waiting() -> None:
+    # c1 does not lead: its worker waits in elector.leading() when the Elector is left.
+    run(2, [Fault(at=3, candidate=1, kind="elector-exit", length=1)], [1000], [1.0])
+
+
+def test_overlapping_calls_of_a_decorated_job_run_one_at_a_time() -> None:
+    # Calls at 3, 6 and 9, each running 9 s: the later two return None.
+    run(2, [Fault(at=3, candidate=0, kind="overlapping-calls", length=9)], [1000], [1.0])
+
+
+def test_a_job_for_another_identity_called_inside_a_guard_campaigns_on_its_own() -> None:
+    # c0 leads; a job decorated for identity c0-x is called inside c0's Elector: it is another
+    # candidate for the same Lease, so it must return None instead of running beside c0.
+    run(2, [Fault(at=3, candidate=0, kind="job-in-elector", length=5)], [1000], [1.0])
+
+
+@pytest.mark.parametrize(
+    "length",
+    [
+        3.2,  # answered at once; the Lease taken 0.2 s after the write
+        4.5,  # answer delayed 1.5 s; taken at once after the write
+        6.3,  # answer delayed 0.3 s; taken 0.3 s after the write (with the answer)
+        8.9,  # answer delayed 2.9 s; taken 1.4 s after the write
+        13.0,  # deleted 1 s after the write
+    ],
+)
+def test_a_decorated_call_whose_tenure_ends_right_after_its_write_returns_in_time(length: float) -> None:
+    run(2, [Fault(at=3, candidate=0, kind="race", length=length)], [1000], [1.0])
 
 
 # -- the checker can fail ---------------------------------------------------------------
