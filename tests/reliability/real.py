@@ -348,6 +348,8 @@ class ScheduleRun:
         self._nursery: trio.Nursery | None = None
         self._admin: AsyncClient | None = None
         self.external_misses: dict[str, list[str]] = collections.defaultdict(list)
+        self.deletes: collections.Counter[str] = collections.Counter()
+        self._deletes_seen: collections.Counter[str] = collections.Counter()
         self.transitions_down: dict[str, list[str]] = {impl: [] for impl in peers}
         #: (candidate or None, start, end, kind) of applied faults, monotonic seconds.
         self.windows: list[tuple[int | None, float, float, str, str]] = []
@@ -596,6 +598,7 @@ class ScheduleRun:
         namespace = self.kube.namespace
         try:
             if kind == "external-delete":
+                self.deletes[impl] += 1
                 await self._admin.delete(Lease, name, namespace=namespace)
                 return
             lease = await self._admin.get(Lease, name, namespace=namespace)
@@ -620,11 +623,18 @@ class ScheduleRun:
         return out
 
     async def _monitor(self, client: AsyncClient) -> None:
-        """Poll the Leases (admin, past the proxies): leaseTransitions must never go down."""
+        """Poll the Leases (admin, past the proxies): leaseTransitions must never go down,
+        except across an external delete (a re-created Lease counts from the start)."""
         last: dict[str, int] = {}
         while True:
             with trio.move_on_after(5):
-                for impl, (_, transitions) in (await self._read_leases(client)).items():
+                deletes = dict(self.deletes)
+                leases = await self._read_leases(client)
+                for impl, (_, transitions) in leases.items():
+                    if self.deletes[impl] != deletes.get(impl, 0) or self.deletes[impl] != self._deletes_seen[impl]:
+                        self._deletes_seen[impl] = self.deletes[impl]
+                        last.pop(impl, None)
+                        continue
                     if transitions is not None:
                         if transitions < last.get(impl, 0):
                             self.transitions_down[impl].append(
