@@ -195,6 +195,15 @@ async def scenario(candidates: int, schedule: list[Fault], work: list[float], ra
     calls = itertools.count()
     first_call: dict[str, float] = {}
 
+    def steal(lease: str, holder: str) -> None:
+        """Overwrite the holder, as an operator would, stating the default leaseDurationSeconds
+        (a steal that states less, after a clear that wrote 1, is unsafe for any lease scheme:
+        the cut-off holder runs on while the thief's short lease expires)."""
+        record = memory.record(lease)
+        now = micro_time()
+        term = record.transitions + 1 if record is not None else 0
+        memory.put(lease, LeaseSpec(holder, int(LEASE_DURATION), now, now, term))
+
     def new_owner(n: int, prefix: str) -> str:
         owner = f"c{n}.{prefix}{next(generations[n])}"
         born[owner] = trio.current_time()
@@ -316,7 +325,7 @@ async def scenario(candidates: int, schedule: list[Fault], work: list[float], ra
 
     async def exit_elector(fault: Fault, n: int) -> None:
         """A worker in an outer nursery enters ``elector.leading()``; then the Elector's block is left."""
-        if n not in electors:
+        if n not in electors or n in crashed:
             return
         elector, owner, body, gone = electors[n]
         rate = rates[n % len(rates)]
@@ -378,7 +387,7 @@ async def scenario(candidates: int, schedule: list[Fault], work: list[float], ra
             # Another candidate takes it and, as a holder may, runs guarded code for a while
             # (from a moment after its write, which the racing call sees at once).
             thief = f"thief#{next(calls)}"
-            memory.steal(JOB_LEASE, thief)
+            steal(JOB_LEASE, thief)
             if store.stalled:
                 return  # the call cannot see it: an overwrite, not a race (see "steal")
             await trio.sleep(0.001)
@@ -408,7 +417,7 @@ async def scenario(candidates: int, schedule: list[Fault], work: list[float], ra
         store = stores[n]
         faults_injected[fault.kind] += 1
         if fault.kind == "steal":
-            memory.steal(LEASE, "operator")
+            steal(LEASE, "operator")
         elif fault.kind == "release":
             step_down[n].set()
         elif fault.kind == "crash" and n != 0 and n not in crashed:
