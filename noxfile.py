@@ -81,7 +81,8 @@ def mutants(session: nox.Session) -> None:
     """Mutation testing (mutmut) of MUTATED_MODULES against the unit tests, in a copy of the
     sources under .nox/mutants/tmp (mutmut rewrites what it mutates). Lists the surviving
     mutants at the end; ``mutmut show NAME`` there shows one. Every mutant runs only the tests
-    that cover its function, forked from one warm process, as many at once as there are CPUs.
+    that cover its function, forked from one warm process, as many at once as there are CPUs
+    (694 mutants of the pre-rewrite _campaign.py: about 17 minutes on 2 cores).
     ``nox -s mutants -- 'lease_guard._campaign.x_release*'`` runs the mutants of one function."""
     session.install("-e", ".[test]", "mutmut>=3.8")
     modules = [module for module in MUTATED_MODULES if Path(module).exists()]
