@@ -2,12 +2,26 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+from pathlib import Path
+
 import nox
 
 nox.options.sessions = ["tests", "lint", "typecheck"]
 nox.options.reuse_existing_virtualenvs = True
 
 SOURCES = ["lease_guard", "tests", "examples", "benchmarks", "noxfile.py"]
+
+#: The modules that hold the safety rules, mutated by ``nox -s mutants`` (those that exist).
+MUTATED_MODULES = [
+    "lease_guard/_lease_view.py",
+    "lease_guard/_tenure.py",
+    "lease_guard/_campaign.py",
+    "lease_guard/_job.py",
+]
+#: Folders of tests/ that hold no unit tests: left out of the mutation runs.
+NOT_UNIT_TESTS = ["integration", "reliability", "apiserver"]
 
 
 @nox.session
@@ -60,3 +74,39 @@ def typecheck(session: nox.Session) -> None:
     """mypy --strict over the package, tests and examples."""
     session.install("-e", ".[test]", "mypy", "nox", "types-PyYAML")
     session.run("mypy", "--strict", *session.posargs)
+
+
+@nox.session
+def mutants(session: nox.Session) -> None:
+    """Mutation testing (mutmut) of MUTATED_MODULES against the unit tests, in a copy of the
+    sources under .nox/mutants/tmp (mutmut rewrites what it mutates). Lists the surviving
+    mutants at the end; ``mutmut show NAME`` there shows one. Every mutant runs only the tests
+    that cover its function, forked from one warm process, as many at once as there are CPUs
+    (694 mutants of the pre-rewrite _campaign.py: about 17 minutes on 2 cores).
+    ``nox -s mutants -- 'lease_guard._campaign.x_release*'`` runs the mutants of one function."""
+    session.install("-e", ".[test]", "mutmut>=3.8")
+    modules = [module for module in MUTATED_MODULES if Path(module).exists()]
+    if not modules:
+        session.error(f"none of {MUTATED_MODULES} exists")
+    work = Path(session.create_tmp()) / "mutants-src"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir()
+    shutil.copytree("lease_guard", work / "lease_guard")
+    shutil.copytree("tests", work / "tests", ignore=shutil.ignore_patterns(*NOT_UNIT_TESTS))
+    shutil.copy("pyproject.toml", work / "pyproject.toml")
+    (work / "setup.cfg").write_text(
+        "[mutmut]\nsource_paths = lease_guard\n"
+        + _cfg_list("only_mutate", modules)
+        + _cfg_list("pytest_add_cli_args_test_selection", ["tests"])
+        + _cfg_list("pytest_add_cli_args", ["-m", "not integration", "-p", "no:cacheprovider"])
+    )
+    with session.chdir(work):
+        session.run("mutmut", "run", "--max-children", str(os.cpu_count() or 1), *session.posargs)
+        session.run("mutmut", "export-cicd-stats")
+        session.run("mutmut", "results")
+        session.log(f"counts: {work / 'mutants' / 'mutmut-cicd-stats.json'}")
+
+
+def _cfg_list(key: str, values: list[str]) -> str:
+    """A setup.cfg list option: one value a line."""
+    return f"{key} =\n" + "".join(f"    {value}\n" for value in values)

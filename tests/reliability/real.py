@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import urlsplit
 
 import trio
-from lightkube import AsyncClient
+from lightkube import ApiError, AsyncClient
 from lightkube.models.rbac_v1 import PolicyRule
 from lightkube.resources.coordination_v1 import Lease
 
@@ -82,7 +82,11 @@ KINDS: Final = (
     "sigkill",
     "sigterm",
     "apiserver-restart",
+    "external-delete",
+    "force-release",
 )
+#: The release proof lease_guard writes with an empty holder; a forced release leaves it out.
+RELEASED_BY: Final = "lease-guard.io/released-by"
 #: The RBAC of the candidates' token identity.
 RULES: Final = [
     PolicyRule(apiGroups=["coordination.k8s.io"], resources=["leases"], verbs=["create", "get", "update", "watch"])
@@ -98,7 +102,8 @@ class Fault:
     """One fault event. `at` is seconds after the schedule's start; `candidate` None is the
     API server. `length`: how long it lasts (the pause before a restart for sigkill/sigterm;
     the delay phase for late-answer-then-partition, followed by `partition` seconds of black
-    hole). `value`: the latency or answer delay in seconds; `mode`: the error mode.
+    hole; for external-delete and force-release, how long the leader is cut off first, 0 for
+    not at all). `value`: the latency or answer delay in seconds; `mode`: the error mode.
     `target`: if set (an implementation's name), the fault hits the candidate that leads that
     implementation's Lease when the fault starts (the same index in every implementation),
     `candidate` only if nobody leads it then."""
@@ -131,6 +136,8 @@ class Fault:
             "errors": f"{self.mode} for {self.length:.1f}s",
             "sigkill": f"restart after {self.length:.1f}s",
             "sigterm": f"restart after {self.length:.1f}s",
+            "external-delete": f"leader cut off for {self.length:.1f}s" if self.length else "leader connected",
+            "force-release": f"leader cut off for {self.length:.1f}s" if self.length else "leader connected",
         }.get(self.kind, "")
         return f"{self.kind} {who} at +{self.at:.1f}s" + (f" ({detail})" if detail else "")
 
@@ -169,6 +176,10 @@ def _random_fault(rng: random.Random, kind: str, at: float, candidates: int, top
         return Fault(at, kind, c, length=round(rng.uniform(1, 1 + 9 * top), 2))
     if kind == "apiserver-restart":
         return Fault(at, kind, None)
+    if kind in ("external-delete", "force-release"):
+        # Half of them while the leader is cut off (it cannot see the write): the hazard.
+        cut_off = round(rng.uniform(2, 2 + 12 * top), 2) if rng.random() < 0.5 else 0.0
+        return Fault(at, kind, c, length=cut_off)
     raise ValueError(f"unknown fault kind {kind!r}; expected one of {KINDS}")
 
 
@@ -335,6 +346,10 @@ class ScheduleRun:
         #: The candidate index whose guarded code runs now, per implementation.
         self.leading: dict[str, int | None] = dict.fromkeys(peers)
         self._nursery: trio.Nursery | None = None
+        self._admin: AsyncClient | None = None
+        self.external_misses: dict[str, list[str]] = collections.defaultdict(list)
+        self.deletes: collections.Counter[str] = collections.Counter()
+        self._deletes_seen: collections.Counter[str] = collections.Counter()
         self.transitions_down: dict[str, list[str]] = {impl: [] for impl in peers}
         #: (candidate or None, start, end, kind) of applied faults, monotonic seconds.
         self.windows: list[tuple[int | None, float, float, str, str]] = []
@@ -543,6 +558,16 @@ class ScheduleRun:
             self._count(kind)
             for impl in self.slots:
                 self.slots[impl][c].proxy.reset()
+        elif kind in ("external-delete", "force-release"):
+            self._count(kind)
+            if fault.length:
+                self._knob(c, "black-hole", fid, True)
+                await self._sleep_to(start + 0.5)
+            for impl, name in self.leases.items():
+                await self._external_write(kind, impl, name)
+            if fault.length:
+                await self._sleep_to(start + fault.length)
+                self._knob(c, "black-hole", fid, None)
         elif kind == "late-answer-then-partition":
             self._count(kind)
             self._knob(c, "delay", fid, fault.value)
@@ -566,6 +591,26 @@ class ScheduleRun:
             (c, start, time.monotonic(), kind, fault.describe() + (f" -> c{c}" if fault.target else ""))
         )
 
+    async def _external_write(self, kind: str, impl: str, name: str) -> None:
+        """``kubectl delete lease``, or ``lease-guard release --force``: an empty holder, with
+        leaseDurationSeconds 1 and without the release proof, conditioned on the version read."""
+        assert self._admin is not None
+        namespace = self.kube.namespace
+        try:
+            if kind == "external-delete":
+                self.deletes[impl] += 1
+                await self._admin.delete(Lease, name, namespace=namespace)
+                return
+            lease = await self._admin.get(Lease, name, namespace=namespace)
+            assert lease.spec is not None and lease.metadata is not None
+            lease.spec.holderIdentity = ""
+            lease.spec.leaseDurationSeconds = 1
+            if lease.metadata.annotations:
+                lease.metadata.annotations.pop(RELEASED_BY, None)
+            await self._admin.replace(lease)
+        except ApiError as exc:  # absent (404) or written meanwhile (409): nothing was done
+            self.external_misses[impl].append(f"s{self.number}: {kind} of {name}: {exc.status.code}")
+
     # -- the Lease -----------------------------------------------------------------
 
     async def _read_leases(self, client: AsyncClient) -> dict[str, tuple[str | None, int | None]]:
@@ -578,11 +623,18 @@ class ScheduleRun:
         return out
 
     async def _monitor(self, client: AsyncClient) -> None:
-        """Poll the Leases (admin, past the proxies): leaseTransitions must never go down."""
+        """Poll the Leases (admin, past the proxies): leaseTransitions must never go down,
+        except across an external delete (a re-created Lease counts from the start)."""
         last: dict[str, int] = {}
         while True:
             with trio.move_on_after(5):
-                for impl, (_, transitions) in (await self._read_leases(client)).items():
+                deletes = dict(self.deletes)
+                leases = await self._read_leases(client)
+                for impl, (_, transitions) in leases.items():
+                    if self.deletes[impl] != deletes.get(impl, 0) or self.deletes[impl] != self._deletes_seen[impl]:
+                        self._deletes_seen[impl] = self.deletes[impl]
+                        last.pop(impl, None)
+                        continue
                     if transitions is not None:
                         if transitions < last.get(impl, 0):
                             self.transitions_down[impl].append(
@@ -615,6 +667,7 @@ class ScheduleRun:
         assert self.kube.ca_path is not None
         async with trio.open_nursery() as nursery, self.kube.admin_client() as admin:
             self._nursery = nursery
+            self._admin = admin
             for impl in self.peers:
                 slots = []
                 for i in range(self.n):
@@ -697,6 +750,8 @@ def _end_cause(run: ScheduleRun, iv: Interval) -> str:
     recent = [w for w in slot_faults if w[2] >= iv.end - RENEW_DEADLINE - 2]
     if any(w[3] == "sigterm" and w[1] <= iv.end for w in recent):
         return "sigterm"
+    if any(w[3] in ("external-delete", "force-release") for w in recent):
+        return "external"
     if any(w[3] in ("black-hole", "late-answer-then-partition") for w in recent):
         return "partition"
     return "other"
@@ -819,6 +874,7 @@ async def run_campaign(
             "processes": run.processes,
             "proxies": {impl: [dict(s.proxy.counts) for s in slots] for impl, slots in run.slots.items()},
             "lease": final,
+            "external_writes_not_done": run.external_misses,
         }
         (log_dir / f"s{number}.json").write_text(json.dumps(dump, indent=1) + "\n")
         progress(
@@ -854,6 +910,7 @@ def summary(report: Report) -> str:
         ("  after SIGTERM / release", [_ms(res[i].takeovers["sigterm"]) for i in impls]),
         ("  after SIGKILL", [_ms(res[i].takeovers["sigkill"]) for i in impls]),
         ("  after partition", [_ms(res[i].takeovers["partition"]) for i in impls]),
+        ("  after delete / forced release", [_ms(res[i].takeovers["external"]) for i in impls]),
         ("  after other faults", [_ms(res[i].takeovers["other"]) for i in impls]),
         ("liveness failures", [res[i].liveness_failures for i in impls]),
         ("worst leader after quiet (s)", [f"{max(res[i].leader_after_quiet, default=0):.1f}" for i in impls]),

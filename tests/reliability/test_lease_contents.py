@@ -1,9 +1,13 @@
 """Fuzz the Lease contents a campaign reads: never a crash, always the documented treatment.
 
 The documented treatment (README, "How Leases written by others are treated"): an empty or
-absent holder is free; a held Lease is taken after its leaseDurationSeconds of observed
-silence, or ours when that is absent or not positive; times are never read; a term at the
-int32 maximum is never taken. The API server rejects some of these values (negative
+absent holder with the release proof (``released_by``: the holder released it itself) is
+taken at once; without it (``kubectl``-style clears, client-go's release, ``lease-guard
+release --force``) only after our lease_duration of observed silence, since the cleared
+holder's guarded code may still run and the clear's own leaseDurationSeconds (1, as
+client-go writes it) says nothing about that holder; a held Lease is taken after its
+leaseDurationSeconds of observed silence, or ours when that is absent or not positive;
+times are never read; a term at the int32 maximum is never taken. The API server rejects some of these values (negative
 numbers, bad times); other stores and future servers might not, so they are covered here.
 """
 
@@ -17,9 +21,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from lease_guard import Elector, LeaseSpec, MemoryLeaseStore
-from lease_guard._record import INT32_MAX
 
+INT32_MAX = 2**31 - 1
 LEASE = "fuzzed"
+LEASE_DURATION = 15.0  # the default
 OBSERVE_FOR = 100.0
 
 holders = st.one_of(st.none(), st.just(""), st.just("me"), st.text(max_size=300))
@@ -29,16 +34,16 @@ times = st.one_of(
     st.text(max_size=40),
     st.sampled_from(["2026-01-01T00:00:00.000000Z", "2026-01-01T00:00:00Z", "1970-01-01T00:00:00.000000Z"]),
 )
-specs = st.builds(LeaseSpec, holders, numbers, times, times, numbers)
+specs = st.builds(LeaseSpec, holders, numbers, times, times, numbers, st.one_of(st.none(), holders))
 
 
 def expected_takeover(spec: LeaseSpec) -> float:
     if spec.lease_transitions is not None and spec.lease_transitions >= INT32_MAX:
         return math.inf
     if not spec.holder:
-        return 0.0
+        return 0.0 if spec.released_by else LEASE_DURATION
     duration = spec.lease_duration_seconds
-    return float(duration) if duration is not None and duration > 0 else 15.0
+    return float(duration) if duration is not None and duration > 0 else LEASE_DURATION
 
 
 async def campaign_against(spec: LeaseSpec) -> tuple[float, int | None]:
