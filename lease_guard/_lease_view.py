@@ -14,23 +14,25 @@ When a Lease becomes takeable
 A candidate may write itself in as holder only once the previous holder's guarded code
 has certainly ended. It knows that in three ways, and no other:
 
-1. **Silence.** The holder's guarded code ends at the latest ``renew_deadline`` after its
-   last successful renewal was *sent*; we *received* that renewal after it was sent. So
-   ``leaseDurationSeconds`` after we observed the holder's last change, its code has ended
-   (within the clock-rate drift bound, see ``_campaign``). This holds whoever cleared or
-   deleted the Lease in between: ``kubectl delete``, client-go's release, or
-   ``lease-guard release --force`` while the holder was cut off from the API server.
+1. **Silence.** A holder's guarded code ends at the latest ``renew_deadline`` after its
+   last successful renewal was *sent*, and we *received* every state we saw after it was
+   sent. So ``leaseDurationSeconds`` after we observed a holder's last change, its code
+   has ended (within the clock-rate drift bound, see ``_campaign``).
+   A Lease cleared or deleted by someone other than its holder (``kubectl delete``,
+   client-go's release, ``lease-guard release --force``, perhaps while the holder was cut
+   off from the API server) counts its silence from when we first saw it cleared or
+   deleted: the holder's last renewal came before that, and a watch may have skipped
+   holders we never saw, so the last holder we did see proves nothing. The wait is the
+   longer of our lease_duration and the last holder's stated one.
 2. **The holder's own release.** A lease_guard holder releases only after all its guarded
    scopes have exited, and writes its identity into ``released_by`` in the same
    resourceVersion-conditioned write that clears the holder. A free Lease carrying that
-   proof is taken at once (the millisecond handover).
-3. **Nothing to wait for.** The Lease does not exist and we have never seen it held: the
-   first candidate of a new deployment leads at once. (A Lease deleted before we started
-   watching, while its holder was cut off, is the one case we cannot see; the holder's
-   fencing token still protects downstream systems. See docs/concepts.md.)
-
-A free Lease without the proof that we never saw held (a client-go release, say) counts
-its silence from when we first saw it free.
+   proof is taken at once (the millisecond handover). So is our own tenure cleared by
+   someone else, at the same term: our own guarded code the campaign waits for itself.
+3. **Nothing to wait for.** The first state we ever saw is "no Lease": the first candidate
+   of a new deployment leads at once. (A Lease created and deleted before we first looked,
+   while its holder was cut off, is the one case we cannot see; the holder's fencing token
+   still protects downstream systems. See docs/concepts.md.)
 """
 
 from __future__ import annotations
@@ -56,6 +58,8 @@ class Hold:
     """The holder's stated leaseDurationSeconds (ours when it states none)."""
     ours: bool
     """It was our own tenure: our guarded code, whose end we wait for ourselves."""
+    term: int
+    """Its leaseTransitions."""
 
 
 class LeaseView:
@@ -75,7 +79,9 @@ class LeaseView:
         self.record: LeaseRecord | None = None
         self.changed_at = -math.inf
         self.last_hold: Hold | None = None
-        self.free_since = -math.inf
+        self.unproven_since = -math.inf
+        """Since when (our clock) the Lease has been free without proof, or absent."""
+        self.first_state_absent = False
         self.changes = 0
         """How many new states have been observed: tells a write's answer from later news."""
         self._written_versions: collections.deque[str] = collections.deque(maxlen=REMEMBERED_WRITES)
@@ -119,17 +125,21 @@ class LeaseView:
         version = record.resource_version if record is not None else None
         if self.read and version == (self.record.resource_version if self.record is not None else None):
             return False
-        was_unproven_free = self.read and _unproven_free(self.record)
+        was_unproven = self.read and _unproven(self.record)
+        if not self.read:
+            self.first_state_absent = record is None
         self.read = True
         self.changes += 1
         self.record = record
         self.changed_at = now
         if record is not None and record.holder is not None:
-            self.last_hold = Hold(record.holder, now, self.duration(record), ours=self.holding(record))
+            self.last_hold = Hold(record.holder, now, self.duration(record), self.holding(record), record.transitions)
         elif record is not None and record.spec.released_by:
             self.last_hold = None  # the holder's own release: its guarded code has ended
-        if _unproven_free(record) and not was_unproven_free:
-            self.free_since = now
+        if _unproven(record) and not was_unproven:
+            self.unproven_since = now
+        if record is not None:
+            self.first_state_absent = False
         return True
 
     def superseded(self, answer: LeaseRecord, changes_when_sent: int) -> bool:
@@ -160,13 +170,17 @@ class LeaseView:
         if record is not None and record.spec.released_by:
             return -math.inf
         hold = self.last_hold
-        if hold is not None:
-            # Cleared or deleted by someone other than the holder: wait out the holder's
-            # silence. Our own tenure's guarded code we wait for directly (the campaign does).
-            return -math.inf if hold.ours else hold.observed_at + hold.duration
-        if record is None:
+        if (
+            hold is not None
+            and hold.ours
+            and record is not None
+            and record.transitions == hold.term
+        ):
+            return -math.inf  # our own tenure, cleared: the campaign waits for our guarded code
+        if record is None and self.first_state_absent:
             return -math.inf
-        return self.free_since + self.lease_duration
+        duration = max(self.lease_duration, hold.duration if hold is not None else 0.0)
+        return self.unproven_since + duration
 
     def tenure_end(self, record: LeaseRecord | None) -> str | None:
         """Why ``record``, newly seen while we lead, ends our tenure; None if it does not."""
@@ -179,5 +193,6 @@ class LeaseView:
         return None
 
 
-def _unproven_free(record: LeaseRecord | None) -> bool:
-    return record is not None and record.holder is None and not record.spec.released_by
+def _unproven(record: LeaseRecord | None) -> bool:
+    """Absent, or free without the release proof."""
+    return record is None or (record.holder is None and not record.spec.released_by)

@@ -32,7 +32,7 @@ RELEASED_BY_X = ("released", "x")  # x's own release, with the proof
 def record_for(step: tuple[str, ...]) -> LeaseRecord | None:
     match step:
         case ("held", holder):
-            return state(holder)
+            return state(holder, duration=40 if holder == "slow" else 15)
         case ("deleted",):
             return None
         case ("cleared",):
@@ -49,16 +49,23 @@ def record_for(step: tuple[str, ...]) -> LeaseRecord | None:
         pytest.param([(0, HELD_BY_X)], 15, id="held: after its duration of silence"),
         pytest.param([(0, HELD_BY_X), (4, HELD_BY_X)], 19, id="renewed: silence counts from the last change"),
         pytest.param([(0, HELD_BY_X), (4, RELEASED_BY_X)], -math.inf, id="its own release with proof: at once"),
-        pytest.param([(0, HELD_BY_X), (4, DELETED)], 15, id="deleted by someone else: the holder's silence"),
-        pytest.param([(0, HELD_BY_X), (4, CLEARED)], 15, id="cleared by someone else: the holder's silence"),
-        pytest.param([(0, HELD_BY_X), (4, CLEARED), (5, DELETED)], 15, id="cleared then deleted: still waits"),
+        pytest.param([(0, HELD_BY_X), (4, DELETED)], 4 + 15, id="deleted by someone else: silence from the delete"),
+        pytest.param([(0, HELD_BY_X), (4, CLEARED)], 4 + 15, id="cleared by someone else: silence from the clear"),
+        pytest.param([(0, HELD_BY_X), (4, CLEARED), (5, DELETED)], 4 + 15, id="cleared then deleted: from the clear"),
+        pytest.param([(0, ("held", "slow"))], 40, id="a holder's longer stated duration is honoured"),
+        pytest.param([(0, ("held", "slow")), (4, CLEARED)], 4 + 40, id="and waited out after a clear"),
         pytest.param([(0, CLEARED)], 15, id="found cleared, holder never seen: our duration from first sight"),
         pytest.param([(0, CLEARED), (9, CLEARED)], 15, id="cleared again: silence keeps counting from first sight"),
-        pytest.param([(0, HELD_BY_X), (4, RELEASED_BY_X), (6, DELETED)], -math.inf, id="released, then deleted"),
+        pytest.param(
+            [(0, HELD_BY_X), (4, RELEASED_BY_X), (6, DELETED)],
+            6 + 15,
+            id="released, then deleted: a holder in between may have gone unseen",
+        ),
+        pytest.param([(0, DELETED), (3, HELD_BY_X), (5, DELETED)], 5 + 15, id="absent, created, deleted: waits"),
         pytest.param(
             [(0, HELD_BY_X), (4, RELEASED_BY_X), (6, ("held", "y")), (7, CLEARED)],
-            6 + 15,
-            id="y took it, then y was cleared: y's silence",
+            7 + 15,
+            id="y took it, then y was cleared: silence from the clear",
         ),
     ],
 )
@@ -92,6 +99,9 @@ def test_our_own_tenure_cleared_by_someone_else_is_ours_to_take_again() -> None:
     view.observe(mine, now=0)
     view.observe(state("", duration=1), now=3)
     assert view.takeable_at() == -math.inf
+    # ...but not once someone held it after us, unseen (a higher term), or it was deleted
+    view.observe(state("", duration=1, term=2), now=4)
+    assert view.takeable_at() == 3 + 15
 
 
 @pytest.mark.parametrize(
