@@ -195,7 +195,7 @@ def only_when_leading(
     None at once without waiting. Otherwise it takes the Lease and runs the function
     guarded exactly like a :func:`leadership` block: renewed in the background, cancelled
     on loss, which raises :class:`LeadershipLost`. Every call returns None, a result, or
-    raises within ``2 * renew_deadline + retry_period`` plus the function's run time.
+    raises within ``renew_deadline + retry_period`` plus the function's run time.
 
     - **No overlapping calls**: while a call of the function runs in this process, another
       call returns None at once, as on a follower. A scheduler that fires the next tick

@@ -4,15 +4,16 @@ A call of an ``@only_when_leading(lease=...)`` function, when no running Elector
 
 1. If another call of the same job is still running in this process, return None at once
    (a scheduler firing the next tick early must not run the job twice at once).
-2. Read the Lease (through transient failures, for at most renew_deadline; then
-   StoreUnavailable). If :meth:`LeaseView.takeable_at` says not now, return None.
-3. Write ourselves in (at most renew_deadline; a lost race returns None). If the tenure
-   ended before the function could start (the Lease taken right after), return None.
+2. Read the Lease (through transient failures). If :meth:`LeaseView.takeable_at` says
+   not now, return None.
+3. Write ourselves in (a lost race returns None). Reading and writing together take at
+   most renew_deadline; past it, StoreUnavailable. If the tenure ended before the
+   function could start (the Lease taken right after), return None.
 4. Run the function guarded by the tenure, renewed in the background; a loss cancels it
    and raises LeadershipLost.
 5. End the tenure; release the Lease if ``release_on_exit`` (bounded by retry_period).
 
-So a call returns None, its result, or raises within ``2 * renew_deadline + retry_period``
+So a call returns None, its result, or raises within ``renew_deadline + retry_period``
 plus the function's own run time.
 """
 
@@ -29,6 +30,7 @@ import trio
 from ._campaign import Campaign
 from ._clock import TrioClock
 from ._elector import Elector, guard
+from ._errors import StoreUnavailable
 from ._groups import Background, note_campaign_failure, raise_single
 from ._lease_view import LeaseView
 from ._options import ElectionOptions
@@ -102,11 +104,18 @@ class Job:
         try:
             async with trio.open_nursery() as nursery:
                 try:
+                    decide_by = clock.now() + options.renew_deadline
                     await nursery.start(self._follow, campaign, background)
                     if clock.now() < campaign.chance_at() or not campaign.admitted():
                         logger.debug("%s: held by %s; not waiting", campaign.where, campaign.view.leader)
                         return None
-                    tenure = await campaign.acquire()
+                    with trio.move_on_at(clock.at(decide_by)) as deciding:
+                        tenure = await campaign.acquire()
+                    if deciding.cancelled_caught:
+                        raise StoreUnavailable(
+                            f"could not decide whether to run: no answer to a write of {campaign.where} "
+                            f"within renew_deadline ({options.renew_deadline:g}s) of the call"
+                        )
                     if tenure is None or tenure.over:
                         return None
                     nursery.start_soon(background.run, functools.partial(campaign.hold, tenure))

@@ -170,12 +170,7 @@ class LeaseView:
         if record is not None and record.spec.released_by:
             return -math.inf
         hold = self.last_hold
-        if (
-            hold is not None
-            and hold.ours
-            and record is not None
-            and record.transitions == hold.term
-        ):
+        if hold is not None and hold.ours and record is not None and record.transitions == hold.term:
             return -math.inf  # our own tenure, cleared: the campaign waits for our guarded code
         if record is None and self.first_state_absent:
             return -math.inf
