@@ -27,8 +27,9 @@ has certainly ended. It knows that in three ways, and no other:
 2. **The holder's own release.** A lease_guard holder releases only after all its guarded
    scopes have exited, and writes its identity into ``released_by`` in the same
    resourceVersion-conditioned write that clears the holder. A free Lease carrying that
-   proof is taken at once (the millisecond handover). So is our own tenure cleared by
-   someone else, at the same term: our own guarded code the campaign waits for itself.
+   proof is taken at once (the millisecond handover). Our own tenure cleared by someone
+   else is no exception: others may have held the Lease since, unseen (after a deletion
+   even the term starts again at 0).
 3. **Nothing to wait for.** The first state we ever saw is "no Lease": the first candidate
    of a new deployment leads at once. (A Lease created and deleted before we first looked,
    while its holder was cut off, is the one case we cannot see; the holder's fencing token
@@ -39,27 +40,11 @@ from __future__ import annotations
 
 import collections
 import math
-from dataclasses import dataclass
 
 from ._record import INT32_MAX, LeaseRecord, LeaseSpec
 
 #: How many of our own recent writes we remember, to recognise their echoes on the watch.
 REMEMBERED_WRITES = 32
-
-
-@dataclass(frozen=True)
-class Hold:
-    """The last state we saw in which the Lease was held."""
-
-    holder: str
-    observed_at: float
-    """When we observed it (the holder's last change we saw), on our clock."""
-    duration: float
-    """The holder's stated leaseDurationSeconds (ours when it states none)."""
-    ours: bool
-    """It was our own tenure: our guarded code, whose end we wait for ourselves."""
-    term: int
-    """Its leaseTransitions."""
 
 
 class LeaseView:
@@ -78,7 +63,8 @@ class LeaseView:
         self.read = False
         self.record: LeaseRecord | None = None
         self.changed_at = -math.inf
-        self.last_hold: Hold | None = None
+        self.held_for = 0.0
+        """The stated leaseDurationSeconds of the last holder we saw, until its own release."""
         self.unproven_since = -math.inf
         """Since when (our clock) the Lease has been free without proof, or absent."""
         self.first_state_absent = False
@@ -133,9 +119,9 @@ class LeaseView:
         self.record = record
         self.changed_at = now
         if record is not None and record.holder is not None:
-            self.last_hold = Hold(record.holder, now, self.duration(record), self.holding(record), record.transitions)
+            self.held_for = self.duration(record)
         elif record is not None and record.spec.released_by:
-            self.last_hold = None  # the holder's own release: its guarded code has ended
+            self.held_for = 0.0  # the holder's own release: its guarded code has ended
         if _unproven(record) and not was_unproven:
             self.unproven_since = now
         if record is not None:
@@ -169,13 +155,9 @@ class LeaseView:
             return self.changed_at + self.duration(record)
         if record is not None and record.spec.released_by:
             return -math.inf
-        hold = self.last_hold
-        if hold is not None and hold.ours and record is not None and record.transitions == hold.term:
-            return -math.inf  # our own tenure, cleared: the campaign waits for our guarded code
         if record is None and self.first_state_absent:
             return -math.inf
-        duration = max(self.lease_duration, hold.duration if hold is not None else 0.0)
-        return self.unproven_since + duration
+        return self.unproven_since + max(self.lease_duration, self.held_for)
 
     def tenure_end(self, record: LeaseRecord | None) -> str | None:
         """Why ``record``, newly seen while we lead, ends our tenure; None if it does not."""

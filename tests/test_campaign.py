@@ -287,3 +287,32 @@ async def test_foreign_lease_contents(
             assert lead.term == expected_term
             return
     assert takeover_at == math.inf
+
+
+async def test_renewals_keep_the_acquire_time_and_term_of_the_tenure(autojump_clock: trio.testing.MockClock) -> None:
+    store = MemoryLeaseStore()
+    async with leadership(LEASE, identity="a", store=store) as lead:
+        acquired = store.record(LEASE)
+        assert acquired is not None
+        await trio.sleep(7)  # three renewals
+        renewed = store.record(LEASE)
+        assert renewed is not None and renewed.resource_version != acquired.resource_version
+        assert renewed.spec.acquire_time == acquired.spec.acquire_time
+        assert renewed.spec.renew_time != acquired.spec.renew_time
+        assert renewed.spec.lease_transitions == acquired.spec.lease_transitions == lead.term
+
+
+async def test_a_loss_names_its_lease_and_a_steal_after_a_failed_renewal_is_not_caused_by_it(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    memory = MemoryLeaseStore()
+    store = FaultyStore(memory)
+    with pytest.raises(LeadershipLost) as lost:
+        async with leadership(LEASE, identity="a", namespace="ops", store=store):
+            store.errors.append(StoreUnavailable("503"))  # the renewal at 2 fails
+            await trio.sleep(2.5)
+            memory.steal(LEASE, "thief", namespace="ops")
+            await trio.sleep_forever()
+    assert (lost.value.lease, lost.value.namespace, lost.value.identity) == (LEASE, "ops", "a")
+    assert lost.value.reason == "'thief' took the lease"
+    assert lost.value.__cause__ is None

@@ -91,16 +91,13 @@ def test_our_own_state_is_ours_at_once_and_a_duplicate_identity_is_not() -> None
     assert view.tenure_end(duplicate) == "another process is writing the lease as 'me' (duplicate identity)"
 
 
-def test_our_own_tenure_cleared_by_someone_else_is_ours_to_take_again() -> None:
-    # Our guarded code we wait for ourselves (the campaign does); nobody else's runs.
+def test_our_own_tenure_cleared_by_someone_else_is_waited_out_too() -> None:
+    # Others may have held it since, unseen: after a deletion even the term restarts at 0.
     view = LeaseView(ME, lease_duration=15.0)
     mine = state(ME)
     view.sending(mine.spec)
     view.observe(mine, now=0)
     view.observe(state("", duration=1), now=3)
-    assert view.takeable_at() == -math.inf
-    # ...but not once someone held it after us, unseen (a higher term), or it was deleted
-    view.observe(state("", duration=1, term=2), now=4)
     assert view.takeable_at() == 3 + 15
 
 
@@ -111,6 +108,7 @@ def test_our_own_tenure_cleared_by_someone_else_is_ours_to_take_again() -> None:
         pytest.param(state("x", duration=0), 15, id="zero duration: ours"),
         pytest.param(state("x", duration=-5), 15, id="negative duration: ours"),
         pytest.param(state("x", duration=40), 40, id="a longer stated duration is honoured"),
+        pytest.param(state("x", duration=1), 1, id="a shorter stated duration too (the holder's intent)"),
         pytest.param(state("x", duration=INT32_MAX), INT32_MAX, id="huge duration honoured"),
         pytest.param(state(None, term=INT32_MAX, proof="x"), math.inf, id="exhausted term: never"),
         pytest.param(state("", duration=1, proof="x"), -math.inf, id="proof is enough whoever we saw"),
@@ -155,3 +153,34 @@ def test_the_answer_to_our_write_is_old_news_once_a_later_state_was_seen() -> No
     assert view.superseded(ours, changes)
     view.observe(None, now=0.3)  # or a deletion
     assert view.superseded(ours, changes)
+
+
+def test_a_short_lease_duration_of_our_own_is_waited_out_after_a_foreign_clear() -> None:
+    view = LeaseView(ME, lease_duration=0.5)
+    view.observe(state("", duration=1), now=0)
+    assert view.takeable_at() == 0.5
+
+
+def test_a_write_is_ours_by_its_version_when_the_store_rewrites_its_fields() -> None:
+    # A store may hand back the fields in its own format (a normalised time, say): the
+    # version it answered with still tells our write from another process's.
+    view = LeaseView(ME, lease_duration=15.0)
+    sent = LeaseSpec(ME, 15, "2026-01-01T00:00:00.000000Z", "2026-01-01T00:00:00.000000Z", 1)
+    view.sending(sent)
+    answered = LeaseRecord("ns", "jobs", "41", LeaseSpec(ME, 15, "2026-01-01T00:00:00Z", "2026-01-01T00:00:00Z", 1))
+    view.written(answered)
+    view.observe(answered, now=0)
+    assert view.holding(answered)
+    assert view.takeable_at() == -math.inf
+
+
+def test_only_the_last_writes_are_remembered() -> None:
+    view = LeaseView(ME, lease_duration=15.0)
+    first = state(ME)
+    view.sending(first.spec)
+    view.written(first)
+    for _ in range(32):
+        later = state(ME, term=7)
+        view.sending(later.spec)
+        view.written(later)
+    assert not view.is_ours(first)
