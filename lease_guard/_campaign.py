@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import logging
 import math
+import weakref
 from collections.abc import Callable
 
 import trio
@@ -64,6 +65,31 @@ from ._tenure import Tenure
 from .stores._protocol import AcquisitionGate, LeaseStore
 
 logger = logging.getLogger("lease_guard")
+
+
+class SeenLeases:
+    """Which Leases candidates of this process have seen exist, per store.
+
+    A candidate whose first look finds no Lease leads at once, unless another candidate of
+    this process (an earlier ``leadership()`` block, say, re-entered after a loss) has seen
+    that Lease exist: then its absence is a deletion, whose holder may still run.
+    """
+
+    def __init__(self) -> None:
+        self._seen: dict[int, set[tuple[str, str]]] = {}
+
+    def saw(self, store: LeaseStore, namespace: str, name: str) -> None:
+        key = id(store)
+        if key not in self._seen:
+            self._seen[key] = set()
+            weakref.finalize(store, self._seen.pop, key, None)
+        self._seen[key].add((namespace, name))
+
+    def seen(self, store: LeaseStore, namespace: str, name: str) -> bool:
+        return (namespace, name) in self._seen.get(id(store), ())
+
+
+seen_leases = SeenLeases()
 
 
 class Signal:
@@ -135,6 +161,8 @@ class Campaign:
         """Take in a state of the Lease, from the watch or from the answer to a request."""
         if not self.view.observe(record, self.clock.now()):
             return
+        if record is not None:
+            seen_leases.saw(self.store, self.namespace, self.options.lease)
         tenure = self.tenure
         if tenure is not None and tenure.end_reason is None:
             reason = self.view.tenure_end(record)

@@ -23,7 +23,7 @@ from types import TracebackType
 
 import trio
 
-from ._campaign import Campaign
+from ._campaign import Campaign, seen_leases
 from ._clock import Clock, TrioClock
 from ._errors import LeaseStoreError, NoActiveElector
 from ._events import DEFAULT_MAX_BUFFER, EventHub, EventKind, EventStream, KubernetesEventRecorder, LeadershipEvent
@@ -354,7 +354,11 @@ class Elector:
                 store,
                 options,
                 namespace,
-                view=LeaseView(options.identity, options.lease_duration),
+                view=LeaseView(
+                    options.identity,
+                    options.lease_duration,
+                    seen_before=seen_leases.seen(store, namespace, options.lease),
+                ),
                 clock=self._clock,
                 hub=EventHub(),
             )

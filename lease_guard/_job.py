@@ -27,7 +27,7 @@ from typing import ParamSpec, TypeVar
 
 import trio
 
-from ._campaign import Campaign
+from ._campaign import Campaign, seen_leases
 from ._clock import TrioClock
 from ._elector import Elector, guard
 from ._errors import StoreUnavailable
@@ -52,13 +52,17 @@ class Job:
         self._run: object = None
         self._view: LeaseView | None = None
 
-    def view(self) -> LeaseView:
+    def view(self, store: LeaseStore, namespace: str) -> LeaseView:
         """What this job has seen of the Lease across its calls in this ``trio.run`` (each run's
         clock has its own origin, so monotonic times from another run mean nothing)."""
         run = trio.lowlevel.current_root_task()
         if self._view is None or run is not self._run:
             self._run = run
-            self._view = LeaseView(self.options.identity, self.options.lease_duration)
+            self._view = LeaseView(
+                self.options.identity,
+                self.options.lease_duration,
+                seen_before=seen_leases.seen(store, namespace, self.options.lease),
+            )
         return self._view
 
     @contextlib.asynccontextmanager
@@ -96,7 +100,8 @@ class Job:
     ) -> R | None:
         options = self.options
         clock = TrioClock()
-        campaign = Campaign(store, options, options.namespace or store.default_namespace, view=self.view(), clock=clock)
+        namespace = options.namespace or store.default_namespace
+        campaign = Campaign(store, options, namespace, view=self.view(store, namespace), clock=clock)
         background = Background()
         result: R | None = None
         # The function's own exception is held outside the nursery, as in Elector._run.

@@ -30,8 +30,9 @@ has certainly ended. It knows that in three ways, and no other:
    proof is taken at once (the millisecond handover). Our own tenure cleared by someone
    else is no exception: others may have held the Lease since, unseen (after a deletion
    even the term starts again at 0).
-3. **Nothing to wait for.** The first state we ever saw is "no Lease": the first candidate
-   of a new deployment leads at once. (A Lease created and deleted before we first looked,
+3. **Nothing to wait for.** The first state we ever saw is "no Lease", and no candidate of
+   this process has seen it exist (``seen_before``): the first candidate of a new
+   deployment leads at once. (A Lease created and deleted before this process first looked,
    while its holder was cut off, is the one case we cannot see; the holder's fencing token
    still protects downstream systems. See docs/concepts.md.)
 """
@@ -57,9 +58,11 @@ class LeaseView:
     -inf
     """
 
-    def __init__(self, identity: str, lease_duration: float) -> None:
+    def __init__(self, identity: str, lease_duration: float, *, seen_before: bool = False) -> None:
         self.identity = identity
         self.lease_duration = lease_duration
+        self.seen_before = seen_before
+        """Another candidate of this process has seen the Lease exist (so "absent" is news)."""
         self.read = False
         self.record: LeaseRecord | None = None
         self.changed_at = -math.inf
@@ -113,7 +116,7 @@ class LeaseView:
             return False
         was_unproven = self.read and _unproven(self.record)
         if not self.read:
-            self.first_state_absent = record is None
+            self.first_state_absent = record is None and not self.seen_before
         self.read = True
         self.changes += 1
         self.record = record

@@ -76,6 +76,8 @@ class FaultyStore:
     errors_after_effect: list[Exception] = field(default_factory=list)
     requests: list[tuple[float, str]] = field(default_factory=list)
     after_write: Callable[[LeaseRecord], None] | None = None
+    first_answer_at: float | None = None
+    """When this candidate first received anything from the store (an answer or a watch event)."""
     _healed: trio.Event = field(default_factory=trio.Event)
 
     @property
@@ -111,6 +113,11 @@ class FaultyStore:
         # A partition that starts later does not swallow an answer already on its way.
         if self.answer_delay:
             await trio.sleep(self.answer_delay)
+        self._answered()
+
+    def _answered(self) -> None:
+        if self.first_answer_at is None:
+            self.first_answer_at = trio.current_time()
 
     async def get(self, namespace: str, name: str) -> LeaseRecord | None:
         await self._before("get")
@@ -142,6 +149,7 @@ class FaultyStore:
                     await self._healed.wait()
                 else:
                     await trio.sleep(0.01)
+            self._answered()
             yield record
 
 

@@ -176,10 +176,14 @@ async def scenario(candidates: int, schedule: list[Fault], work: list[float], ra
     candidate_of: dict[str, int] = {}  # owner -> candidate
 
     def excuse_for(lease: str) -> Callable[[str, float, str], bool]:
-        # A candidate that starts after a delete and finds no Lease at all takes it at once,
-        # while a holder cut off from the store may still run until its deadline: allowed.
+        # A candidate (a process: one store) whose first answer came after a delete finds no
+        # Lease at all and takes it at once, while a holder cut off from the store may still
+        # run until its deadline: allowed, the one case no candidate can see.
         def excuse(earlier: str, since: float, later: str) -> bool:
-            return any(since <= deleted <= born.get(later, -math.inf) for deleted in deletes[lease])
+            n = candidate_of.get(later)
+            first = stores[n].first_answer_at if n is not None else None
+            looked = max(born.get(later, -math.inf), first if first is not None else math.inf)
+            return any(since <= deleted <= looked for deleted in deletes[lease])
 
         return excuse
 
