@@ -452,9 +452,9 @@ class Campaign:
     async def release(self) -> None:
         """Hand the Lease over, if it is still ours: clear the holder, with the release proof.
 
-        Call it only once every guarded scope of our tenures has exited (the proof tells
-        followers they may start at once). Bounded by retry_period and shielded from
-        cancellation; never raises: if the API server cannot be reached in time, the Lease
+        Called by :meth:`wind_down` only, once every guarded scope of the tenure has exited
+        (the proof tells followers they may start at once), inside its shield from
+        cancellation. Bounded by retry_period; never raises: if the API server cannot be reached in time, the Lease
         simply expires after lease_duration. A conflict is re-read once: a renewal cancelled
         in flight may have taken effect after the version we hold was read, and that newer
         version is still ours to release.
@@ -462,8 +462,7 @@ class Campaign:
         current = self.view.record
         if not self.view.holding(current):
             return
-        with trio.move_on_after(self.options.retry_period) as scope:
-            scope.shield = True
+        with trio.move_on_after(self.options.retry_period):
             try:
                 try:
                     record = await self._write(current, self._release_spec(current))

@@ -8,7 +8,16 @@ import math
 import pytest
 import trio
 
-from lease_guard import Elector, LeadershipLost, LeaseRecord, LeaseSpec, MemoryLeaseStore, StoreUnavailable, leadership
+from lease_guard import (
+    Elector,
+    LeadershipLost,
+    LeaseRecord,
+    LeaseSpec,
+    MemoryLeaseStore,
+    StoreUnavailable,
+    leadership,
+    only_when_leading,
+)
 from lease_guard._record import INT32_MAX, micro_time
 
 from .faults import FaultyStore, Intervals
@@ -316,3 +325,64 @@ async def test_a_loss_names_its_lease_and_a_steal_after_a_failed_renewal_is_not_
     assert (lost.value.lease, lost.value.namespace, lost.value.identity) == (LEASE, "ops", "a")
     assert lost.value.reason == "'thief' took the lease"
     assert lost.value.__cause__ is None
+
+
+async def test_a_release_clears_the_holder_with_the_proof_and_keeps_the_term(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    store = MemoryLeaseStore()
+    async with leadership(LEASE, identity="a", store=store) as lead:
+        await trio.sleep(3)
+        held = store.record(LEASE)
+    released = store.record(LEASE)
+    assert held is not None and released is not None
+    spec = released.spec
+    assert (spec.holder, spec.released_by, spec.lease_duration_seconds) == ("", "a", 1)
+    assert spec.lease_transitions == held.spec.lease_transitions == lead.term
+    assert spec.renew_time is not None and spec.acquire_time == spec.renew_time != held.spec.renew_time
+
+
+class NoHeadroom(FaultyStore):
+    """A store that says its process cannot renew another Lease on time (AcquisitionGate)."""
+
+    headroom: bool = False
+
+    def admits_acquisition(self) -> bool:
+        return self.headroom
+
+
+async def test_a_store_without_headroom_keeps_a_candidate_from_acquiring(
+    autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = NoHeadroom(MemoryLeaseStore())
+    async with Elector(LEASE, identity="a", store=store) as elector:
+        await trio.sleep(30)
+        assert not elector.is_leader
+        assert not [verb for _, verb in store.requests if verb in ("create", "update")]
+        declined = [r for r in caplog.records if "no headroom" in r.getMessage()]
+        assert len(declined) == 1  # said once, not every retry_period
+        store.headroom = True
+        await elector.wait_leading()
+        assert trio.current_time() <= 30 + 2  # asked again within a retry_period
+
+    @only_when_leading(lease="other", store=store)
+    async def job() -> str:
+        return "ran"
+
+    store.headroom = False
+    assert await job() is None
+    store.headroom = True
+    assert await job() == "ran"
+
+
+async def test_renewal_round_trips_are_reported(autojump_clock: trio.testing.MockClock) -> None:
+    store = FaultyStore(MemoryLeaseStore())
+    store.answer_delay = 0.25
+    seen: list[float] = []
+    async with Elector(LEASE, identity="a", store=store) as elector:
+        await elector.wait_leading()
+        stop = elector._observe_renewals(seen.append)
+        await trio.sleep(5)
+        stop()
+        await trio.sleep(5)
+    assert seen == [0.25, 0.25]  # the renewals sent at 2.25 and 4.5, and none after stop()
