@@ -20,10 +20,10 @@ has certainly ended. It knows that in three ways, and no other:
    has ended (within the clock-rate drift bound, see ``_campaign``).
    A Lease cleared or deleted by someone other than its holder (``kubectl delete``,
    client-go's release, ``lease-guard release --force``, perhaps while the holder was cut
-   off from the API server) counts its silence from when we first saw it cleared or
-   deleted: the holder's last renewal came before that, and a watch may have skipped
-   holders we never saw, so the last holder we did see proves nothing. The wait is the
-   longer of our lease_duration and the last holder's stated one.
+   off from the API server) counts its silence the same way, from the last change we saw:
+   every holder's last renewal came before that change, also holders a watch skipped, so
+   the last holder we did see proves nothing. The wait is the longer of our
+   lease_duration and the last holder's stated one.
 2. **The holder's own release.** A lease_guard holder releases only after all its guarded
    scopes have exited, and writes its identity into ``released_by`` in the same
    resourceVersion-conditioned write that clears the holder. A free Lease carrying that
@@ -68,8 +68,6 @@ class LeaseView:
         self.changed_at = -math.inf
         self.held_for = 0.0
         """The stated leaseDurationSeconds of the last holder we saw, until its own release."""
-        self.unproven_since = -math.inf
-        """Since when (our clock) the Lease has been free without proof, or absent."""
         self.first_state_absent = False
         self.changes = 0
         """How many new states have been observed: tells a write's answer from later news."""
@@ -114,7 +112,6 @@ class LeaseView:
         version = record.resource_version if record is not None else None
         if self.read and version == (self.record.resource_version if self.record is not None else None):
             return False
-        was_unproven = self.read and _unproven(self.record)
         if not self.read:
             self.first_state_absent = record is None and not self.seen_before
         self.read = True
@@ -125,8 +122,6 @@ class LeaseView:
             self.held_for = self.duration(record)
         elif record is not None and record.spec.released_by:
             self.held_for = 0.0  # the holder's own release: its guarded code has ended
-        if _unproven(record) and not was_unproven:
-            self.unproven_since = now
         if record is not None:
             self.first_state_absent = False
         return True
@@ -160,7 +155,7 @@ class LeaseView:
             return -math.inf
         if record is None and self.first_state_absent:
             return -math.inf
-        return self.unproven_since + max(self.lease_duration, self.held_for)
+        return self.changed_at + max(self.lease_duration, self.held_for)
 
     def tenure_end(self, record: LeaseRecord | None) -> str | None:
         """Why ``record``, newly seen while we lead, ends our tenure; None if it does not."""
@@ -171,8 +166,3 @@ class LeaseView:
         if not self.is_ours(record):
             return f"another process is writing the lease as {self.identity!r} (duplicate identity)"
         return None
-
-
-def _unproven(record: LeaseRecord | None) -> bool:
-    """Absent, or free without the release proof."""
-    return record is None or (record.holder is None and not record.spec.released_by)

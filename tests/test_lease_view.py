@@ -51,11 +51,17 @@ def record_for(step: tuple[str, ...]) -> LeaseRecord | None:
         pytest.param([(0, HELD_BY_X), (4, RELEASED_BY_X)], -math.inf, id="its own release with proof: at once"),
         pytest.param([(0, HELD_BY_X), (4, DELETED)], 4 + 15, id="deleted by someone else: silence from the delete"),
         pytest.param([(0, HELD_BY_X), (4, CLEARED)], 4 + 15, id="cleared by someone else: silence from the clear"),
-        pytest.param([(0, HELD_BY_X), (4, CLEARED), (5, DELETED)], 4 + 15, id="cleared then deleted: from the clear"),
+        pytest.param(
+            [(0, HELD_BY_X), (4, CLEARED), (5, DELETED)], 5 + 15, id="cleared then deleted: from the last change"
+        ),
         pytest.param([(0, ("held", "slow"))], 40, id="a holder's longer stated duration is honoured"),
         pytest.param([(0, ("held", "slow")), (4, CLEARED)], 4 + 40, id="and waited out after a clear"),
         pytest.param([(0, CLEARED)], 15, id="found cleared, holder never seen: our duration from first sight"),
-        pytest.param([(0, CLEARED), (9, CLEARED)], 15, id="cleared again: silence keeps counting from first sight"),
+        pytest.param(
+            [(0, CLEARED), (9, CLEARED)],
+            9 + 15,
+            id="cleared again: a holder may have come and gone unseen in between",
+        ),
         pytest.param(
             [(0, HELD_BY_X), (4, RELEASED_BY_X), (6, DELETED)],
             6 + 15,
