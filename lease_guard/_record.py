@@ -58,7 +58,7 @@ class LeaseSpec:
     resourceVersion precondition, like every write) together with an empty holder. A
     follower takes a released Lease at once only with this proof; a holder cleared by
     anyone else (``kubectl delete``, client-go's release, ``lease-guard release --force``)
-    is taken only after lease_duration of silence since the holder's last renewal, since
+    is taken only after lease_duration of silence since that change was seen, since
     the old holder's guarded code may still be running. On Kubernetes it is the
     annotation ``lease-guard.io/released-by``; every acquisition and renewal removes it.
     """

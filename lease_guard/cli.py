@@ -393,7 +393,7 @@ def release(obj: Context, lease: str, force: bool) -> None:
 
     This is not the holder's own release: the holder's guarded code may still be running
     until its own deadline, so waiting candidates take over only after the Lease's
-    leaseDurationSeconds of silence since the holder's last renewal, not at once. The
+    leaseDurationSeconds of silence after they see this write, not at once. The
     holder stops when it sees the change; the next holder's term is one higher.
     """
     if not force:
@@ -427,8 +427,8 @@ def release(obj: Context, lease: str, force: bool) -> None:
     wait = f"about {duration} s" if duration else "about the lease duration"
     click.echo(
         f"cleared the holder of {namespace}/{lease} (was {record.holder}). Waiting candidates take over "
-        f"{wait} (leaseDurationSeconds) after {record.holder}'s last renewal, not at once: its guarded code "
-        "may run until its own deadline."
+        f"{wait} (leaseDurationSeconds) after they see this write, not at once: {record.holder}'s guarded "
+        "code may run until its own deadline."
     )
 
 
