@@ -6,6 +6,9 @@
 Prints one JSON object (last line of stdout) with, over a steady window of S seconds
 once every Elector leads:
     cpu_fraction     (utime+stime of this process) / wall time: 1.0 = one core
+    cpu_ms_per_renewal  CPU of the window / renewals in it (contention disturbs it less than wall time)
+    held_fraction    Electors leading at the end / K
+    declined_acquisitions  acquisitions the store refused for want of headroom (AcquisitionGate)
     requests_per_s   HTTP requests sent by the clients (httpx request hook), by method
     lateness_*       renewal lateness: for each Lease, (time a renewal's store.update was
                      called) - (previous write's call time + retry_period), the time the
@@ -36,6 +39,7 @@ from typing import Any
 import trio
 
 from lease_guard import Elector, KubernetesLeaseStore, LeadershipLost, LeaseRecord, LeaseSpec
+from lease_guard.stores.kubernetes import _http_client
 
 
 class TimedStore:
@@ -62,6 +66,9 @@ class TimedStore:
     def watch(self, namespace: str, name: str) -> AsyncIterator[LeaseRecord | None]:
         return self.inner.watch(namespace, name)
 
+    def admits_acquisition(self) -> bool:
+        return self.inner.admits_acquisition()
+
 
 class Bench:
     def __init__(self, retry_period: float) -> None:
@@ -83,7 +90,7 @@ class Bench:
 
 
 def count_requests(store: KubernetesLeaseStore, bench: Bench) -> None:
-    http: Any = store._client._client._client
+    http: Any = _http_client(store._client)
 
     async def on_request(request: Any) -> None:
         if bench.measuring:
@@ -181,8 +188,12 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                 lateness_max=late[-1] if late else None,
                 lateness_p99=late[min(len(late) - 1, int(0.99 * len(late)))] if late else None,
                 lateness_median=statistics.median(late) if late else None,
+                cpu_ms_per_renewal=(c1 - c0) / len(late) * 1000 if late else None,
                 lost=bench.lost - lost0,
                 leading_at_end=bench.leading,
+                held_fraction=bench.leading / k,
+                declined_acquisitions=sum(s.declined_acquisitions for s in stores),
+                load_average=os.getloadavg(),
                 rss_peak_mb=vm_hwm_mb(),
             )
             nursery.cancel_scope.cancel()
