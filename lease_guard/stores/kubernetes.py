@@ -443,6 +443,17 @@ class _RequestQueue:
         self.in_flight -= 1
 
 
+class _WatchEvent(msgspec.Struct):
+    """One line of a watch stream; `object` is decoded once its type is known (a Lease or a Status)."""
+
+    type: str
+    object: msgspec.Raw
+
+
+_decode_event = msgspec.json.Decoder(_WatchEvent).decode
+_decode_lease = msgspec.json.Decoder(Lease).decode
+
+
 class _Silent(Exception):
     """A watch that neither sent anything nor ended by the time the server should have ended it."""
 
@@ -450,8 +461,10 @@ class _Silent(Exception):
 _END_OF_STREAM: Any = object()
 
 
-def _watch_error(request: httpx.Request, status: dict[str, Any]) -> httpx.HTTPStatusError:
+def _watch_error(request: httpx.Request, status: Any) -> httpx.HTTPStatusError:
     """An ERROR event of a watch (a Status object) as the HTTP error it stands for."""
+    if not isinstance(status, dict):
+        status = {"message": repr(status)}
     code = status.get("code") if isinstance(status.get("code"), int) else 500
     response = httpx.Response(cast(int, code), content=json.dumps(status).encode(), request=request)
     return httpx.HTTPStatusError(f"watch error event: {status.get('message', '')}", request=request, response=response)
@@ -749,15 +762,15 @@ class KubernetesLeaseStore:
                         break  # the server ended it (its timeout): resume from the last version seen
                     if not line.strip():
                         continue
-                    event = json.loads(line)
-                    kind, obj = event.get("type"), event.get("object") or {}
-                    if kind == "ERROR":
-                        raise _watch_error(request, obj)
-                    version = (obj.get("metadata") or {}).get("resourceVersion") or version
-                    if kind == "DELETED":
+                    event = _decode_event(line)
+                    if event.type == "ERROR":
+                        raise _watch_error(request, msgspec.json.decode(event.object))
+                    lease = _decode_lease(event.object)
+                    version = (lease.metadata.resourceVersion if lease.metadata else None) or version
+                    if event.type == "DELETED":
                         yield None
-                    elif kind in ("ADDED", "MODIFIED"):
-                        yield _record(cast(Lease, Lease.from_dict(obj)))
+                    elif event.type in ("ADDED", "MODIFIED"):
+                        yield _record(lease)
                     # BOOKMARK: only its resourceVersion, taken above.
                 continue
             except _Silent:
@@ -769,7 +782,7 @@ class KubernetesLeaseStore:
                     WATCH_GRACE,
                 )
                 failures += 1
-            except (httpx.HTTPError, OSError, trio.BrokenResourceError, ValueError) as exc:
+            except (httpx.HTTPError, OSError, trio.BrokenResourceError, msgspec.DecodeError) as exc:
                 failure = translate(exc, verb="watch", namespace=namespace, name=name)
                 if isinstance(exc, httpx.HTTPStatusError) and _status(exc)[0] == 410:
                     logger.debug("lease %s/%s: watch expired (410 Gone); re-reading", namespace, name)
