@@ -30,6 +30,11 @@ queued by priority: renewals and releases first, then reads, then acquisitions; 
 request pool keeps exactly that many connections alive, so a burst never opens new TLS
 connections nor makes the pool scan hundreds of waiters.
 
+Renewals of a store that made its own clients take a leaner path: a PUT over h11 and
+trio's TLS on kept-alive connections (``_http1``), with the request client's TLS settings
+and credentials; everything else, and renewals through a client passed in, go through
+lightkube.
+
 Times are written as strings in the server's MicroTime layout (always six fraction
 digits); lightkube's encoder would drop a zero fraction, which the server rejects.
 """
@@ -70,6 +75,7 @@ from .._errors import (
     StoreUnavailable,
 )
 from .._record import LeaseRecord, LeaseSpec
+from ._http1 import Http1Client, tls_connector
 
 logger = logging.getLogger("lease_guard")
 
@@ -207,6 +213,72 @@ def _make_client(config: SingleConfig, namespace: str | None, limits: httpx.Limi
             "Check certificate-authority and client-certificate in the kubeconfig."
         ) from exc
     return AsyncClient(config, namespace=namespace, transport=httpx.AsyncHTTPTransport(verify=verify, limits=limits))
+
+
+#: Bound on one request of the lean renewal path (httpx's default in lightkube: 10 s).
+LEAN_REQUEST_TIMEOUT = 10.0
+_PROXY_VARIABLES = ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")
+
+
+class _LeanRenewals:
+    """Renewal PUTs over :class:`Http1Client`, with the request client's own TLS setup and credentials.
+
+    The Authorization header comes from the request client's auth flow (token, token file,
+    exec plugin), computed once and again after a 401, when the renewal goes through the
+    request client instead, which refreshes the credentials its own way.
+    """
+
+    def __init__(self, config: SingleConfig, client: AsyncClient, max_idle: int) -> None:
+        url = httpx.URL(config.cluster.server)
+        assert config.user is not None
+        assert url.host
+        context = verify_cluster(config.cluster, config.user, config.abs_file)
+        self._prefix = url.path.rstrip("/")
+        self._url = url
+        self._auth = _http_client(client).auth
+        self._header: str | None = None
+        self._header_known = False
+        self.http = Http1Client(
+            url.host, tls_connector(url.host, url.port or 443, context), self._authorization, max_idle=max_idle
+        )
+
+    @staticmethod
+    def usable(config: SingleConfig) -> bool:
+        """Only for a plain https:// server reached directly: the lean path knows no proxies."""
+        url = httpx.URL(config.cluster.server)
+        return url.scheme == "https" and bool(url.host) and not any(os.environ.get(v) for v in _PROXY_VARIABLES)
+
+    async def _authorization(self) -> str | None:
+        if self._auth is None:
+            return None
+        if not self._header_known:
+            flow = self._auth.async_auth_flow(httpx.Request("GET", self._url))
+            try:
+                request = await anext(flow)
+            finally:
+                await flow.aclose()
+            self._header, self._header_known = request.headers.get("Authorization"), True
+        return self._header
+
+    async def put(self, lease: Lease) -> Lease | None:
+        """PUT the Lease; None after a 401 (the caller sends it the usual way, which refreshes credentials)."""
+        assert lease.metadata is not None
+        target = (
+            f"{self._prefix}/apis/coordination.k8s.io/v1/namespaces/{lease.metadata.namespace}"
+            f"/leases/{lease.metadata.name}"
+        )
+        with trio.move_on_after(LEAN_REQUEST_TIMEOUT) as timeout:
+            answer = await self.http.request("PUT", target, msgspec.json.encode(lease))
+        if timeout.cancelled_caught:
+            raise httpx.ReadTimeout(f"no answer to PUT {target} within {LEAN_REQUEST_TIMEOUT} s")
+        if answer.status == 401:
+            self._header_known = False
+            return None
+        if answer.status >= 400:
+            request = httpx.Request("PUT", self._url.join(target))
+            response = httpx.Response(answer.status, headers=answer.headers, content=answer.body, request=request)
+            raise httpx.HTTPStatusError(f"PUT {target}: {answer.status}", request=request, response=response)
+        return _decode_lease(answer.body)
 
 
 def _retry_after(response: httpx.Response | None) -> float | None:
@@ -530,6 +602,7 @@ class KubernetesLeaseStore:
         self._queue = _RequestQueue(max_in_flight)
         self._watch_timeout = watch_timeout
         self._owned: list[AsyncClient] = []
+        self._lean: _LeanRenewals | None = None
         if client is None:
             config = _load_config(None, None)
             client = _make_client(config, None, _request_limits(max_in_flight))
@@ -539,6 +612,10 @@ class KubernetesLeaseStore:
                 self._owned.append(watch_client)
         self._client = _make_trio_safe(client)
         self._watch_client = _make_trio_safe(watch_client) if watch_client is not None else self._client
+        if self._owned and _LeanRenewals.usable(self._client.config):
+            # Only when the store made its own client: a client given to it may carry a
+            # transport or settings (a proxy, HTTP/2, a test double) that renewals must honour.
+            self._lean = _LeanRenewals(self._client.config, self._client, max_in_flight)
         #: Acquisitions this store declined for want of headroom (see :meth:`admits_acquisition`).
         self.declined_acquisitions = 0
         self._declining = False
@@ -573,6 +650,8 @@ class KubernetesLeaseStore:
             watch_timeout=watch_timeout,
         )
         store._owned = [store._client, store._watch_client]
+        if _LeanRenewals.usable(config):
+            store._lean = _LeanRenewals(config, store._client, max_in_flight)
         return store
 
     @property
@@ -589,6 +668,9 @@ class KubernetesLeaseStore:
         for client in self._owned:
             with trio.CancelScope(shield=True, deadline=trio.current_time() + CLOSE_TIMEOUT):
                 await client.close()
+        if self._lean is not None:
+            with trio.CancelScope(shield=True, deadline=trio.current_time() + CLOSE_TIMEOUT):
+                await self._lean.http.aclose()
         await trio.lowlevel.checkpoint_if_cancelled()
 
     # -- admission -----------------------------------------------------------------------------
@@ -666,8 +748,12 @@ class KubernetesLeaseStore:
         queued_at = trio.current_time()
         try:
             async with self._queue.slot(priority):
-                written = await self._client.replace(lease)
-        except (httpx.HTTPError, OSError) as exc:
+                written = None
+                if priority is Priority.RENEWAL and self._lean is not None:
+                    written = await self._lean.put(lease)
+                if written is None:
+                    written = await self._client.replace(lease)
+        except (httpx.HTTPError, OSError, trio.BrokenResourceError) as exc:
             raise translate(exc, verb="update", namespace=current.namespace, name=current.name) from exc
         if priority is Priority.RENEWAL:
             now = trio.current_time()

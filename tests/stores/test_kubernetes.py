@@ -792,14 +792,13 @@ async def test_a_waiter_cancelled_as_it_is_handed_a_slot_passes_it_on() -> None:
             async with queue.slot(Priority.READ):
                 got.append(label)
 
-    async with trio.open_nursery() as nursery:
-        async with queue.slot(Priority.READ):
-            nursery.start_soon(waiter, cancelled, "cancelled")
-            await trio.testing.wait_all_tasks_blocked()
-            nursery.start_soon(waiter, trio.CancelScope(), "next")
-            await trio.testing.wait_all_tasks_blocked()
-            # Cancelled, then handed the slot before it runs again: it must pass the slot on.
-            cancelled.cancel()
+    async with trio.open_nursery() as nursery, queue.slot(Priority.READ):
+        nursery.start_soon(waiter, cancelled, "cancelled")
+        await trio.testing.wait_all_tasks_blocked()
+        nursery.start_soon(waiter, trio.CancelScope(), "next")
+        await trio.testing.wait_all_tasks_blocked()
+        # Cancelled, then handed the slot before it runs again: it must pass the slot on.
+        cancelled.cancel()
     assert got == ["next"]
     assert queue.in_flight == 0
 
