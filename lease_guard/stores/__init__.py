@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ._protocol import AcquisitionGate, EventRecorder, LeaseStore
-from .kubernetes import KubernetesLeaseStore
+from .kubernetes import KubernetesLeaseStore, shared_store
 from .memory import MemoryLeaseStore
 
-__all__ = ["AcquisitionGate", "EventRecorder", "KubernetesLeaseStore", "LeaseStore", "MemoryLeaseStore"]
+__all__ = ["AcquisitionGate", "EventRecorder", "KubernetesLeaseStore", "LeaseStore", "MemoryLeaseStore", "shared_store"]

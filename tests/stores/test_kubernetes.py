@@ -33,6 +33,7 @@ from lease_guard import (
     PermissionDenied,
     StoreUnavailable,
 )
+from lease_guard.stores import AcquisitionGate
 from lease_guard.stores.kubernetes import (
     ADMISSION_LATENCY,
     RELEASED_BY_ANNOTATION,
@@ -809,6 +810,7 @@ async def test_the_store_declines_acquisitions_while_renewals_wait_and_counts_th
     config = KubeConfig.from_dict(kubeconfig())
     async with AsyncClient(config, namespace=NS, transport=httpx.MockTransport(server)) as client:
         store = KubernetesLeaseStore(client, max_in_flight=1)
+        assert isinstance(store, AcquisitionGate)
         assert store.admits_acquisition()
         release = trio.Event()
         async with trio.open_nursery() as nursery, store._queue.slot(Priority.READ):
