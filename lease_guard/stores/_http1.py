@@ -102,6 +102,8 @@ class Http1Client:
         self._idle: collections.deque[_Connection] = collections.deque()
         self._max_idle = max_idle
         self._closed = False
+        #: Requests sent, by method (httpx's event hooks do not see this client).
+        self.sent: collections.Counter[str] = collections.Counter()
 
     async def request(self, method: str, target: str, body: bytes, content_type: str = "application/json") -> Answer:
         connection = self._idle_connection()
@@ -117,6 +119,7 @@ class Http1Client:
         token = await self._authorization()
         if token is not None:
             headers.append((b"Authorization", token.encode()))
+        self.sent[method] += 1
         try:
             answer = await connection.exchange(h11.Request(method=method, target=target, headers=headers), body)
         except BaseException:

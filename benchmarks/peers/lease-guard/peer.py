@@ -57,7 +57,11 @@ async def main(args: argparse.Namespace) -> None:
 
     def report() -> None:
         if counts is not None:
-            say("requests", counts=dict(counts))
+            # Renewals of the lean path do not pass httpx's hooks: add them.
+            lean = store._lean.http.sent if store._lean is not None else collections.Counter()
+            total = counts + lean
+            total["total"] = counts["total"] + sum(lean.values())
+            say("requests", counts=dict(total))
 
     try:
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGUSR1) as signals:
