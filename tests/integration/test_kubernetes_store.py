@@ -34,7 +34,13 @@ from lease_guard import (
     leadership,
 )
 from lease_guard._record import micro_time
-from lease_guard.stores.kubernetes import RELEASED_BY_ANNOTATION, WATCH_GRACE, WATCH_RETRY_DELAY, _http_client
+from lease_guard.stores.kubernetes import (
+    RELEASED_BY_ANNOTATION,
+    WATCH_GRACE,
+    WATCH_RETRY_DELAY,
+    _http_client,
+    shared_store,
+)
 from tests.reliability.proxy import FaultProxy, server_ssl_context, upstream_ssl_context
 
 FAST: dict[str, Any] = {"lease_duration": 4, "renew_deadline": 3, "retry_period": 1}
@@ -128,9 +134,12 @@ async def renewals_seen(kube: KubeServer, name: str, holder: str, count: int) ->
 
 async def test_creates_the_lease_and_writes_what_the_server_accepts(kube: KubeServer) -> None:
     name = fresh_lease()
-    async with leadership(name, identity="a", store=store_for(kube), **FAST) as lead:
+    store = store_for(kube)
+    async with leadership(name, identity="a", store=store, **FAST) as lead:
         assert lead.term == 0
         versions = await renewals_seen(kube, name, "a", 2)
+    assert store._lean is not None
+    assert store._lean.http.sent["PUT"] >= 2  # the renewals took the lean path
     renew_times = [v["spec"]["renewTime"] for v in versions]
     assert renew_times == sorted(renew_times) and len(set(renew_times)) == len(renew_times)
     spec = versions[-1]["spec"]
@@ -266,7 +275,7 @@ async def test_followers_watch_survives_an_api_server_restart(kube: KubeServer) 
 
 
 async def test_least_privilege_identity_works_end_to_end(kube: KubeServer) -> None:
-    store = store_for(kube, kube.user_kubeconfig)
+    store = store_for(kube, kube.user_kubeconfig)  # a bearer token: the lean renewal path sends it too
     async with (
         Elector(kube.lease_name, identity="least-privilege", store=store, **FAST) as elector,
         elector.leading() as lead,
@@ -609,3 +618,17 @@ async def test_a_black_holed_watch_is_noticed_and_a_later_change_seen_within_the
     # One request went through the proxy, the watch, and it was black-holed; the re-read went around it.
     assert (proxy.counts["requests"], proxy.counts["black-hole"]) == (1, 1), proxy.counts
     assert seen_after < bound, seen_after
+
+
+async def test_the_shared_store_reads_the_environments_kubeconfig(
+    kube: KubeServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("KUBECONFIG", str(kube.admin_kubeconfig))
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    name = fresh_lease()
+    async with shared_store() as store, shared_store() as same:
+        assert same is store
+        assert store.default_namespace == kube.namespace
+        async with leadership(name, identity="shared", store=store, **FAST):
+            await renewals_seen(kube, name, "shared", 1)
+    assert _http_client(store._client).is_closed
