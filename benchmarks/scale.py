@@ -38,8 +38,8 @@ from typing import Any
 
 import trio
 
-from lease_guard import Elector, KubernetesLeaseStore, LeadershipLost, LeaseRecord, LeaseSpec
-from lease_guard.stores.kubernetes import _http_client
+from lease_guard import Elector, KubernetesLeaseStore, LeadershipLost, LeaseRecord, LeaseSpec, StoreUnavailable
+from lease_guard.stores.kubernetes import MAX_IN_FLIGHT, _http_client
 
 
 class TimedStore:
@@ -79,6 +79,7 @@ class Bench:
         self.requests: Counter[str] = Counter()
         self.leading = 0
         self.lost = 0
+        self.entry_retries = 0
         self.all_leading = trio.Event()
 
     def wrote(self, name: str, *, initial: bool) -> None:
@@ -120,7 +121,12 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     bench = Bench(args.retry_period)
     per = args.leases_per_client or k
     n_clients = math.ceil(k / per)
-    stores = [KubernetesLeaseStore.from_kubeconfig(args.kubeconfig, namespace=args.namespace) for _ in range(n_clients)]
+    stores = [
+        KubernetesLeaseStore.from_kubeconfig(
+            args.kubeconfig, namespace=args.namespace, max_in_flight=args.max_in_flight
+        )
+        for _ in range(n_clients)
+    ]
     for s in stores:
         count_requests(s, bench)
     t_start = time.monotonic()
@@ -132,31 +138,40 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
 
     async def candidate(i: int) -> None:
         store = TimedStore(stores[i // per], bench)
-        async with contextlib.AsyncExitStack() as stack:
-            async with entering:
-                elector = await stack.enter_async_context(
-                    Elector(
-                        f"{args.prefix}-{i}",
-                        namespace=args.namespace,
-                        identity=f"scale-{i}",
-                        lease_duration=args.lease_duration,
-                        renew_deadline=args.renew_deadline,
-                        retry_period=args.retry_period,
-                        store=store,
-                    )
-                )
-            while True:
-                try:
-                    async with elector.leading():
-                        bench.leading += 1
-                        if bench.leading == k:
-                            bench.all_leading.set()
-                        try:
-                            await trio.sleep_forever()
-                        finally:
-                            bench.leading -= 1
-                except LeadershipLost:
-                    bench.lost += 1
+        while True:
+            try:
+                async with contextlib.AsyncExitStack() as stack:
+                    async with entering:
+                        elector = await stack.enter_async_context(
+                            Elector(
+                                f"{args.prefix}-{i}",
+                                namespace=args.namespace,
+                                identity=f"scale-{i}",
+                                lease_duration=args.lease_duration,
+                                renew_deadline=args.renew_deadline,
+                                retry_period=args.retry_period,
+                                store=store,
+                            )
+                        )
+                    await lead_forever(elector)
+            except StoreUnavailable:
+                # An Elector whose entry gave up on an overloaded server: enter again, as an
+                # application's retry loop would (entries that wait through it need no loop).
+                bench.entry_retries += 1
+
+    async def lead_forever(elector: Elector) -> None:
+        while True:
+            try:
+                async with elector.leading():
+                    bench.leading += 1
+                    if bench.leading == k:
+                        bench.all_leading.set()
+                    try:
+                        await trio.sleep_forever()
+                    finally:
+                        bench.leading -= 1
+            except LeadershipLost:
+                bench.lost += 1
 
     result: dict[str, Any] = {"leases": k, "clients": n_clients, "retry_period": args.retry_period}
     try:
@@ -196,6 +211,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                 lost=bench.lost - lost0,
                 leading_at_end=bench.leading,
                 held_fraction=bench.leading / k,
+                entry_retries=bench.entry_retries,
                 declined_acquisitions=sum(s.declined_acquisitions for s in stores),
                 load_average=os.getloadavg(),
                 rss_peak_mb=vm_hwm_mb(),
@@ -220,6 +236,7 @@ if __name__ == "__main__":
     p.add_argument("--startup-timeout", type=float, default=300.0)
     p.add_argument("--startup-concurrency", type=int, default=50)
     p.add_argument("--prefix", default=f"scale-{os.getpid()}")
+    p.add_argument("--max-in-flight", type=int, default=MAX_IN_FLIGHT, help="requests on the wire per store")
     out = trio.run(main, p.parse_args())
     print(json.dumps(out), flush=True)
     sys.exit(0)

@@ -94,7 +94,7 @@ WATCH_RETRY_DELAY = 0.5
 WATCH_RETRY_MAX_DELAY = 30.0
 
 #: Requests one store has on the wire at once; the rest wait in its priority queue.
-MAX_IN_FLIGHT = 32
+MAX_IN_FLIGHT = 64
 #: A store declines new acquisitions while its renewals take longer than this from queue to answer.
 ADMISSION_LATENCY = 0.25
 #: Weight of the newest renewal in the running mean of renewal latency.
