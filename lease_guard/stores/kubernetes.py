@@ -800,7 +800,7 @@ class KubernetesLeaseStore:
     async def watch(self, namespace: str, name: str) -> AsyncIterator[LeaseRecord | None]:
         """The Lease now, then each change; resumes across timeouts, 410 Gone, transient errors and dead watches.
 
-        Each watch request asks the server for bookmarks and to end it after
+        Each watch request asks the server for bookmarks (when it resumes from a version) and to end it after
         uniform(watch_timeout, 2 * watch_timeout) seconds; a stream the server ended is
         re-opened at once from the last version seen. A stream still silent WATCH_GRACE
         seconds after its requested end is a dead connection: it is dropped, the Lease is
@@ -815,14 +815,12 @@ class KubernetesLeaseStore:
         failures = 0
         while True:
             server_timeout = int(self._watch_timeout * (1 + random.random()))
-            params = {
-                "watch": "true",
-                "fieldSelector": f"metadata.name={name}",
-                "allowWatchBookmarks": "true",
-                "timeoutSeconds": str(server_timeout),
-            }
+            params = {"watch": "true", "fieldSelector": f"metadata.name={name}", "timeoutSeconds": str(server_timeout)}
             if version is not None:
+                # Bookmarks only when resuming from a version: kube-apiserver 1.37 sends a watch
+                # opened without one, with bookmarks, its first bookmark and then nothing more.
                 params["resourceVersion"] = version
+                params["allowWatchBookmarks"] = "true"
             deadline = trio.current_time() + server_timeout + WATCH_GRACE
             request = http.build_request(
                 "GET", path, params=params, timeout=httpx.Timeout(10.0, read=server_timeout + WATCH_GRACE)

@@ -632,3 +632,20 @@ async def test_the_shared_store_reads_the_environments_kubeconfig(
         async with leadership(name, identity="shared", store=store, **FAST):
             await renewals_seen(kube, name, "shared", 1)
     assert _http_client(store._client).is_closed
+
+
+async def test_a_watch_of_a_missing_lease_sees_its_creation_and_every_change_after(kube: KubeServer) -> None:
+    """Opened without a resourceVersion; with bookmarks asked, kube-apiserver 1.37 sent nothing after its first."""
+    name = fresh_lease()
+    store = store_for(kube)
+    try:
+        watch = store.watch(kube.namespace, name)
+        async with contextlib.aclosing(watch):  # type: ignore[type-var]
+            with trio.fail_after(30):
+                assert await anext(watch) is None
+                for n in range(4):
+                    await put_raw_lease(kube, name, {"holderIdentity": f"h{n}", "leaseDurationSeconds": 600})
+                    while (value := await anext(watch)) is None or value.holder != f"h{n}":
+                        pass
+    finally:
+        await store.aclose()

@@ -159,8 +159,12 @@ GET: tuple[str, str, dict[str, str]] = ("GET", ONE, {})
 
 
 def watch(rv: str | None) -> tuple[str, str, dict[str, str]]:
-    params = {"watch": "true", "fieldSelector": f"metadata.name={NAME}", "allowWatchBookmarks": "true"}
-    return ("GET", COLLECTION, params if rv is None else params | {"resourceVersion": rv})
+    params = {"watch": "true", "fieldSelector": f"metadata.name={NAME}"}
+    return (
+        "GET",
+        COLLECTION,
+        params if rv is None else params | {"resourceVersion": rv, "allowWatchBookmarks": "true"},
+    )
 
 
 @contextlib.asynccontextmanager
