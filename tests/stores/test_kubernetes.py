@@ -34,6 +34,7 @@ from lease_guard import (
     StoreUnavailable,
 )
 from lease_guard.stores import AcquisitionGate
+from lease_guard.stores._http1 import Http1Client
 from lease_guard.stores.kubernetes import (
     ADMISSION_LATENCY,
     RELEASED_BY_ANNOTATION,
@@ -46,6 +47,7 @@ from lease_guard.stores.kubernetes import (
     shared_store,
     watch_backoff,
 )
+from tests.stores.test_http1 import Server as Http1Server
 
 NS, NAME = "ops", "jobs"
 COLLECTION = f"/apis/coordination.k8s.io/v1/namespaces/{NS}/leases"
@@ -849,3 +851,86 @@ async def test_the_store_declines_acquisitions_while_renewals_are_slow(
         await trio.sleep(60)  # no renewals since: the old measurement no longer counts
         assert slow.admits_acquisition()
     assert store.admits_acquisition()  # fast renewals (none yet) leave room
+
+
+# --- the lean renewal path ----------------------------------------------------------------------
+
+
+@pytest.fixture
+async def lean_store(
+    tmp_path: Path, nursery: trio.Nursery, server: FakeApiServer
+) -> AsyncIterator[tuple[KubernetesLeaseStore, Http1Server]]:
+    """A store made from a kubeconfig (so renewals take the lean path) whose two paths both go to fakes."""
+    path = tmp_path / "config"
+    path.write_text(json.dumps(kubeconfig()))
+    store = KubernetesLeaseStore.from_kubeconfig(str(path))
+    lean = store._lean
+    assert lean is not None
+    h1 = Http1Server(nursery)
+    lean.http = Http1Client("fake.invalid", h1.connect, lean._authorization, max_idle=4)
+    await store._client.close()
+    store._client = AsyncClient(KubeConfig.from_dict(kubeconfig()), namespace=NS, transport=httpx.MockTransport(server))
+    store._owned = [store._client, store._watch_client]
+    try:
+        yield store, h1
+    finally:
+        await store.aclose()
+
+
+RENEWAL = dataclasses.replace(SPEC, renew_time=T0)
+
+
+async def test_renewals_take_the_lean_path_with_the_clients_credentials(
+    lean_store: tuple[KubernetesLeaseStore, Http1Server], server: FakeApiServer
+) -> None:
+    store, h1 = lean_store
+    h1.script.append((200, json.dumps(lease("8")).encode(), []))
+    record = await store.update(CURRENT, RENEWAL)
+    assert record.resource_version == "8"
+    method, target, headers, body = h1.requests[0]
+    assert (method, target) == (b"PUT", ONE.encode())
+    assert headers[b"authorization"] == b"Bearer static"
+    assert json.loads(body) == expected_body(RENEWAL, resource_version="7")
+    assert server.requests == []  # nothing through lightkube
+
+
+async def test_an_acquisition_goes_through_lightkube(
+    lean_store: tuple[KubernetesLeaseStore, Http1Server], server: FakeApiServer
+) -> None:
+    store, h1 = lean_store
+    server.replies.append(ok(lease("8", holder="b")))
+    await store.update(CURRENT, dataclasses.replace(SPEC, holder="b", lease_transitions=3))
+    assert server.seen() == [("PUT", ONE, {})]
+    assert h1.requests == []
+
+
+async def test_a_lean_renewal_refused_with_401_is_sent_again_through_lightkube(
+    lean_store: tuple[KubernetesLeaseStore, Http1Server], server: FakeApiServer
+) -> None:
+    store, h1 = lean_store
+    h1.script.append((401, b"{}", []))
+    server.replies.append(ok(lease("8")))
+    assert (await store.update(CURRENT, RENEWAL)).resource_version == "8"
+    assert len(h1.requests) == 1
+    assert server.seen() == [("PUT", ONE, {})]
+
+
+@pytest.mark.parametrize(
+    ("reply", "error"),
+    [
+        ((409, json.dumps(status(409, "Conflict")).encode(), []), LeaseConflict),
+        ((404, json.dumps(status(404, "NotFound")).encode(), []), LeaseNotFound),
+        ((503, b"unavailable", [(b"Retry-After", b"2")]), StoreUnavailable),
+        ("hang up", StoreUnavailable),
+    ],
+)
+async def test_lean_renewal_failures_become_the_same_library_errors(
+    lean_store: tuple[KubernetesLeaseStore, Http1Server], reply: Any, error: type[LeaseStoreError]
+) -> None:
+    store, h1 = lean_store
+    h1.script.append(reply)
+    with pytest.raises(LeaseStoreError) as raised:
+        await store.update(CURRENT, RENEWAL)
+    assert type(raised.value) is error
+    if isinstance(raised.value, StoreUnavailable) and reply != "hang up":
+        assert raised.value.retry_after == 2.0
