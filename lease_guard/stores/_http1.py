@@ -83,9 +83,9 @@ class _Connection:
 class Http1Client:
     """Requests to one server over kept-alive HTTP/1.1 connections; at most one request per connection.
 
-    `connect` opens a new byte stream to the server (TLS in production, a memory stream in
-    tests); `authorization` gives the value of the Authorization header (None for none).
-    Any failure closes the connection it happened on; nothing is retried.
+    `host` is the Host header (``host:port``); `connect` opens a new byte stream to the
+    server (TLS in production, a memory stream in tests); `authorization` gives the value
+    of the Authorization header (None for none). Any failure closes the connection it happened on; nothing is retried.
     """
 
     def __init__(

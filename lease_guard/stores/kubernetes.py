@@ -239,7 +239,10 @@ class _LeanRenewals:
         self._header: str | None = None
         self._header_known = False
         self.http = Http1Client(
-            url.host, tls_connector(url.host, url.port or 443, context), self._authorization, max_idle=max_idle
+            url.netloc.decode("ascii"),  # the Host header: host, and port when it is not 443
+            tls_connector(url.host, url.port or 443, context),
+            self._authorization,
+            max_idle=max_idle,
         )
 
     @staticmethod
