@@ -2,9 +2,10 @@
 
     python benchmarks/put_cost.py --kubeconfig PATH --namespace NS [--requests 1000] [--lease NAME]
 
-Sends `--requests` sequential PUTs (each with the resourceVersion of the previous answer) to
-one Lease and prints one JSON object (last line of stdout) with the CPU seconds
-(utime+stime of this process) and wall time per PUT for:
+Sends `--requests` sequential renewals (PUTs with a new renewTime and the resourceVersion of
+the previous answer, each checked to have changed the Lease) to one Lease and prints one JSON
+object (last line of stdout) with the CPU seconds (utime+stime of this process) and wall
+time per PUT for:
 
     store_update   lease_guard's KubernetesLeaseStore.update (lightkube AsyncClient, httpx, trio)
     httpx_trio     a bare httpx AsyncClient PUT under trio: pre-serialized body, no lightkube
@@ -17,6 +18,7 @@ a core they take before any leader-election logic runs.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import resource
 import sys
@@ -29,6 +31,7 @@ from lightkube import Client, KubeConfig
 
 from lease_guard import KubernetesLeaseStore, LeaseSpec
 from lease_guard._record import micro_time
+from lease_guard.stores.kubernetes import _http_client
 
 
 def cpu_seconds() -> float:
@@ -67,12 +70,17 @@ async def async_stacks(args: argparse.Namespace) -> dict[str, dict[str, float]]:
             out[label] = per_put(n, cpu_seconds() - c0, time.monotonic() - t0)
 
         async def via_store() -> None:
+            # A real renewal: a new renewTime each time, so the server writes a new version
+            # (an unchanged spec would be a no-op for it: same resourceVersion, no watch event).
             nonlocal current
-            current = await store.update(current, spec)
+            renewed = await store.update(current, dataclasses.replace(spec, renew_time=micro_time()))
+            if renewed.resource_version == current.resource_version:
+                raise RuntimeError("the PUT changed nothing on the server: not a renewal")
+            current = renewed
 
         await timed("store_update", via_store)
 
-        http: Any = store._client._client._client  # lightkube AsyncClient -> GenericAsyncClient -> httpx
+        http: Any = _http_client(store._client)
         url = f"/apis/coordination.k8s.io/v1/namespaces/{ns}/leases/{name}"
         rv = current.resource_version
 
@@ -80,7 +88,10 @@ async def async_stacks(args: argparse.Namespace) -> dict[str, dict[str, float]]:
             nonlocal rv
             r = await http.put(url, content=body(ns, name, rv), headers={"content-type": "application/json"})
             r.raise_for_status()
-            rv = r.json()["metadata"]["resourceVersion"]
+            new_rv = r.json()["metadata"]["resourceVersion"]
+            if new_rv == rv:
+                raise RuntimeError("the PUT changed nothing on the server: not a renewal")
+            rv = new_rv
 
         await timed("httpx_trio", bare)
     finally:
@@ -91,7 +102,7 @@ async def async_stacks(args: argparse.Namespace) -> dict[str, dict[str, float]]:
 def sync_stack(args: argparse.Namespace) -> dict[str, float]:
     n, ns, name = args.requests, args.namespace, args.lease
     with Client(KubeConfig.from_file(args.kubeconfig), namespace=ns) as client:
-        http: Any = client._client._client
+        http: Any = client._client._client  # the sync client: _http_client() finds the async one only
         url = f"/apis/coordination.k8s.io/v1/namespaces/{ns}/leases/{name}"
         rv = http.get(url).json()["metadata"]["resourceVersion"]
 

@@ -6,6 +6,9 @@
 Prints one JSON object (last line of stdout) with, over a steady window of S seconds
 once every Elector leads:
     cpu_fraction     (utime+stime of this process) / wall time: 1.0 = one core
+    cpu_ms_per_renewal  CPU of the window / renewals in it (contention disturbs it less than wall time)
+    held_fraction    Electors leading at the end / K
+    declined_acquisitions  acquisitions the store refused for want of headroom (AcquisitionGate)
     requests_per_s   HTTP requests sent by the clients (httpx request hook), by method
     lateness_*       renewal lateness: for each Lease, (time a renewal's store.update was
                      called) - (previous write's call time + retry_period), the time the
@@ -35,7 +38,8 @@ from typing import Any
 
 import trio
 
-from lease_guard import Elector, KubernetesLeaseStore, LeadershipLost, LeaseRecord, LeaseSpec
+from lease_guard import Elector, KubernetesLeaseStore, LeadershipLost, LeaseRecord, LeaseSpec, StoreUnavailable
+from lease_guard.stores.kubernetes import MAX_IN_FLIGHT, _http_client
 
 
 class TimedStore:
@@ -62,6 +66,9 @@ class TimedStore:
     def watch(self, namespace: str, name: str) -> AsyncIterator[LeaseRecord | None]:
         return self.inner.watch(namespace, name)
 
+    def admits_acquisition(self) -> bool:
+        return self.inner.admits_acquisition()
+
 
 class Bench:
     def __init__(self, retry_period: float) -> None:
@@ -72,6 +79,7 @@ class Bench:
         self.requests: Counter[str] = Counter()
         self.leading = 0
         self.lost = 0
+        self.entry_retries = 0
         self.all_leading = trio.Event()
 
     def wrote(self, name: str, *, initial: bool) -> None:
@@ -83,7 +91,7 @@ class Bench:
 
 
 def count_requests(store: KubernetesLeaseStore, bench: Bench) -> None:
-    http: Any = store._client._client._client
+    http: Any = _http_client(store._client)
 
     async def on_request(request: Any) -> None:
         if bench.measuring:
@@ -113,7 +121,12 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     bench = Bench(args.retry_period)
     per = args.leases_per_client or k
     n_clients = math.ceil(k / per)
-    stores = [KubernetesLeaseStore.from_kubeconfig(args.kubeconfig, namespace=args.namespace) for _ in range(n_clients)]
+    stores = [
+        KubernetesLeaseStore.from_kubeconfig(
+            args.kubeconfig, namespace=args.namespace, max_in_flight=args.max_in_flight
+        )
+        for _ in range(n_clients)
+    ]
     for s in stores:
         count_requests(s, bench)
     t_start = time.monotonic()
@@ -125,31 +138,40 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
 
     async def candidate(i: int) -> None:
         store = TimedStore(stores[i // per], bench)
-        async with contextlib.AsyncExitStack() as stack:
-            async with entering:
-                elector = await stack.enter_async_context(
-                    Elector(
-                        f"{args.prefix}-{i}",
-                        namespace=args.namespace,
-                        identity=f"scale-{i}",
-                        lease_duration=args.lease_duration,
-                        renew_deadline=args.renew_deadline,
-                        retry_period=args.retry_period,
-                        store=store,
-                    )
-                )
-            while True:
-                try:
-                    async with elector.leading():
-                        bench.leading += 1
-                        if bench.leading == k:
-                            bench.all_leading.set()
-                        try:
-                            await trio.sleep_forever()
-                        finally:
-                            bench.leading -= 1
-                except LeadershipLost:
-                    bench.lost += 1
+        while True:
+            try:
+                async with contextlib.AsyncExitStack() as stack:
+                    async with entering:
+                        elector = await stack.enter_async_context(
+                            Elector(
+                                f"{args.prefix}-{i}",
+                                namespace=args.namespace,
+                                identity=f"scale-{i}",
+                                lease_duration=args.lease_duration,
+                                renew_deadline=args.renew_deadline,
+                                retry_period=args.retry_period,
+                                store=store,
+                            )
+                        )
+                    await lead_forever(elector)
+            except StoreUnavailable:
+                # An Elector whose entry gave up on an overloaded server: enter again, as an
+                # application's retry loop would (entries that wait through it need no loop).
+                bench.entry_retries += 1
+
+    async def lead_forever(elector: Elector) -> None:
+        while True:
+            try:
+                async with elector.leading():
+                    bench.leading += 1
+                    if bench.leading == k:
+                        bench.all_leading.set()
+                    try:
+                        await trio.sleep_forever()
+                    finally:
+                        bench.leading -= 1
+            except LeadershipLost:
+                bench.lost += 1
 
     result: dict[str, Any] = {"leases": k, "clients": n_clients, "retry_period": args.retry_period}
     try:
@@ -165,10 +187,14 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             await trio.sleep(args.retry_period * 1.5)
             lost0 = bench.lost
             bench.measuring = True
+            lean0 = {id(s): Counter(s._lean.http.sent) if s._lean is not None else Counter() for s in stores}
             c0, w0 = cpu_seconds(), time.monotonic()
             await trio.sleep(args.seconds)
             c1, w1 = cpu_seconds(), time.monotonic()
             bench.measuring = False
+            for s in stores:  # renewals of the lean path do not pass httpx's hooks
+                if s._lean is not None:
+                    bench.requests.update({m: n - lean0[id(s)][m] for m, n in s._lean.http.sent.items()})
             wall = w1 - w0
             late = sorted(bench.lateness)
             result.update(
@@ -181,8 +207,13 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                 lateness_max=late[-1] if late else None,
                 lateness_p99=late[min(len(late) - 1, int(0.99 * len(late)))] if late else None,
                 lateness_median=statistics.median(late) if late else None,
+                cpu_ms_per_renewal=(c1 - c0) / len(late) * 1000 if late else None,
                 lost=bench.lost - lost0,
                 leading_at_end=bench.leading,
+                held_fraction=bench.leading / k,
+                entry_retries=bench.entry_retries,
+                declined_acquisitions=sum(s.declined_acquisitions for s in stores),
+                load_average=os.getloadavg(),
                 rss_peak_mb=vm_hwm_mb(),
             )
             nursery.cancel_scope.cancel()
@@ -205,6 +236,7 @@ if __name__ == "__main__":
     p.add_argument("--startup-timeout", type=float, default=300.0)
     p.add_argument("--startup-concurrency", type=int, default=50)
     p.add_argument("--prefix", default=f"scale-{os.getpid()}")
+    p.add_argument("--max-in-flight", type=int, default=MAX_IN_FLIGHT, help="requests on the wire per store")
     out = trio.run(main, p.parse_args())
     print(json.dumps(out), flush=True)
     sys.exit(0)

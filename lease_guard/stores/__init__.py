@@ -8,16 +8,23 @@ from ._protocol import AcquisitionGate, EventRecorder, LeaseStore
 from .memory import MemoryLeaseStore
 
 if TYPE_CHECKING:
-    from .kubernetes import KubernetesLeaseStore
+    from .kubernetes import KubernetesLeaseStore, shared_store
 
 
 def __getattr__(name: str) -> Any:
     # Imported on first use, so that importing lease_guard does not import lightkube and httpx.
-    if name == "KubernetesLeaseStore":
-        from .kubernetes import KubernetesLeaseStore
+    if name in ("KubernetesLeaseStore", "shared_store"):
+        from . import kubernetes
 
-        return KubernetesLeaseStore
+        return getattr(kubernetes, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = ["AcquisitionGate", "EventRecorder", "KubernetesLeaseStore", "LeaseStore", "MemoryLeaseStore"]
+__all__ = [
+    "AcquisitionGate",
+    "EventRecorder",
+    "KubernetesLeaseStore",
+    "LeaseStore",
+    "MemoryLeaseStore",
+    "shared_store",
+]

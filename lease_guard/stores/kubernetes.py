@@ -1,20 +1,39 @@
 """KubernetesLeaseStore: Leases (coordination.k8s.io/v1) through lightkube's AsyncClient, under trio.
 
-lightkube runs on httpx, whose trio support covers plain requests and streaming, but two
-of lightkube's paths assume asyncio; this module stays off both:
+lightkube runs on httpx2 (its HTTP client, a declared dependency of ours too), whose trio
+support covers plain requests and streaming, but two of lightkube's paths assume asyncio;
+this module stays off both:
 
-- its watch retry sleeps with ``asyncio.sleep``: we call ``watch`` with the default
-  ``on_error_raise`` and do the retrying here, with ``trio.sleep``;
+- its watch retries with ``asyncio.sleep``, and can neither ask for bookmarks nor bound a
+  silent stream: the store runs the watch request itself on the client's HTTP connection
+  pool (see :meth:`KubernetesLeaseStore.watch`);
 - its exec credential plugin auth (``users[].user.exec`` in a kubeconfig: EKS, GKE, AKS)
   runs the plugin with ``asyncio.create_subprocess_exec``: we swap in an auth that runs it
   with ``trio.run_process``.
 
+Both need the httpx2 client inside lightkube's AsyncClient, which lightkube does not
+expose: :func:`_http_client` is the one place that reaches for it (a unit test fails when
+lightkube moves it).
+
+Writes edit the Lease that was read (``LeaseRecord.source``), as client-go does: labels,
+annotations, ownerReferences, finalizers and the spec fields lease_guard does not own
+(preferredHolder, strategy) are sent back unchanged. lease_guard owns holderIdentity,
+leaseDurationSeconds, acquireTime, renewTime, leaseTransitions and the release-proof
+annotation ``lease-guard.io/released-by``.
+
 Watches and requests use separate connection pools. On HTTP/1.1 each open watch holds a
-connection for as long as it runs; in one shared pool (httpx's limit is 100 connections)
-a process with many Leases would have its renewals queue behind watches for a free
-connection, and every request would scan all of them. A store made from a kubeconfig or
-the environment therefore makes two clients: one for requests, one (without a connection
-limit) for watches.
+connection for as long as it runs; in one shared pool a process with many Leases would
+have its renewals queue behind watches for a free connection. A store made from a
+kubeconfig or the environment therefore makes two clients: one for requests, one (without
+a connection limit) for watches. Requests are bounded per store (``max_in_flight``) and
+queued by priority: renewals and releases first, then reads, then acquisitions; the
+request pool keeps exactly that many connections alive, so a burst never opens new TLS
+connections nor makes the pool scan hundreds of waiters.
+
+Renewals of a store that made its own clients take a leaner path: a PUT over h11 and
+trio's TLS on kept-alive connections (``_http1``), with the request client's TLS settings
+and credentials; everything else, and renewals through a client passed in, go through
+lightkube.
 
 Times are written as strings in the server's MicroTime layout (always six fraction
 digits); lightkube's encoder would drop a zero fraction, which the server rejects.
@@ -22,14 +41,20 @@ digits); lightkube's encoder would drop a zero fraction, which the server reject
 
 from __future__ import annotations
 
+import collections
 import contextlib
+import dataclasses
 import datetime
+import enum
 import json
 import logging
+import os
+import random
 from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any, cast
 
 import httpx2 as httpx
+import msgspec
 import trio
 from lightkube import ApiError, AsyncClient, ConfigError
 from lightkube.config.client_adapter import ExecAuth, verify_cluster
@@ -50,12 +75,49 @@ from .._errors import (
     StoreUnavailable,
 )
 from .._record import LeaseRecord, LeaseSpec
+from ._http1 import Http1Client, tls_connector
 from ._kubeconfig import load_kubeconfig
 
 logger = logging.getLogger("lease_guard")
 
-#: Pause between attempts to re-open a failed watch: short, since followers rely on it.
+#: The annotation that carries ``LeaseSpec.released_by``, the release proof.
+RELEASED_BY_ANNOTATION = "lease-guard.io/released-by"
+
+#: A watch asks the server to end it after uniform(WATCH_TIMEOUT, 2 * WATCH_TIMEOUT) seconds
+#: (client-go's reflector does the same with 5 minutes), spreading the re-opens of many watches.
+WATCH_TIMEOUT = 60.0
+#: How much later than its requested end a watch may still be running before the store calls
+#: its connection dead: the server ends watches on time, so silence past that is a half-open
+#: connection (a NAT or load balancer that dropped it, a partition).
+WATCH_GRACE = 5.0
+#: Pauses between attempts to re-open a failing watch: jittered, doubling from the first to the last.
 WATCH_RETRY_DELAY = 0.5
+WATCH_RETRY_MAX_DELAY = 30.0
+
+#: Requests one store has on the wire at once; the rest wait in its priority queue.
+MAX_IN_FLIGHT = 64
+#: A store declines new acquisitions while its renewals take longer than this from queue to answer.
+ADMISSION_LATENCY = 0.25
+#: Weight of the newest renewal in the running mean of renewal latency.
+_LATENCY_WEIGHT = 0.2
+#: Bound on closing one client in :meth:`KubernetesLeaseStore.aclose`, even when cancelled.
+CLOSE_TIMEOUT = 5.0
+
+
+def watch_backoff(failures: int, draw: float) -> float:
+    """Seconds to wait before re-opening a watch after `failures` consecutive failures.
+
+    Doubles from WATCH_RETRY_DELAY up to WATCH_RETRY_MAX_DELAY, with "equal jitter": half of
+    it fixed, half drawn (`draw` is uniform in [0, 1)), so that many watches cut by one
+    outage do not come back in lockstep.
+
+    >>> [watch_backoff(n, 0.0) for n in (1, 2, 3)], watch_backoff(1, 0.999) < 0.5
+    ([0.25, 0.5, 1.0], True)
+    >>> watch_backoff(20, 0.0)
+    15.0
+    """
+    delay = min(WATCH_RETRY_MAX_DELAY, WATCH_RETRY_DELAY * 2.0 ** (max(failures, 1) - 1))
+    return delay / 2 + delay / 2 * draw
 
 
 class _TrioExecAuth(ExecAuth):
@@ -88,16 +150,39 @@ class _TrioExecAuth(ExecAuth):
         yield request
 
 
+def _http_client(client: AsyncClient) -> httpx.AsyncClient:
+    """The httpx2 client inside a lightkube AsyncClient.
+
+    lightkube has no public accessor for it; this is the only place that reaches into its
+    private attributes (tests/stores/test_kubernetes.py checks it still finds the client
+    lightkube sends requests with).
+    """
+    http = getattr(getattr(client, "_client", None), "_client", None)
+    if not isinstance(http, httpx.AsyncClient):
+        raise ConfigurationError(
+            f"cannot find the HTTP client inside lightkube's AsyncClient (lightkube {_lightkube_version()}): "
+            "this lightkube version is not supported; install the version pinned in lease_guard's requirements"
+        )
+    return http
+
+
+def _lightkube_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("lightkube")
+    except PackageNotFoundError:
+        return "unknown"
+
+
 def _make_trio_safe(client: AsyncClient) -> AsyncClient:
-    http = client._client._client
+    http = _http_client(client)
     auth = http.auth
     if isinstance(auth, ExecAuth) and not isinstance(auth, _TrioExecAuth):
         http.auth = _TrioExecAuth(auth._exec)
     return client
 
 
-#: Pool of the client for requests (GET, PUT, POST): renewals reuse warm connections.
-REQUEST_LIMITS = httpx.Limits(max_connections=None, max_keepalive_connections=32, keepalive_expiry=30.0)
 #: Pool of the client for watches: one connection per open watch, no cap.
 WATCH_LIMITS = httpx.Limits(max_connections=None, max_keepalive_connections=None, keepalive_expiry=30.0)
 
@@ -129,6 +214,75 @@ def _make_client(config: SingleConfig, namespace: str | None, limits: httpx.Limi
             "Check certificate-authority and client-certificate in the kubeconfig."
         ) from exc
     return AsyncClient(config, namespace=namespace, transport=httpx.AsyncHTTPTransport(verify=verify, limits=limits))
+
+
+#: Bound on one request of the lean renewal path (httpx's default in lightkube: 10 s).
+LEAN_REQUEST_TIMEOUT = 10.0
+_PROXY_VARIABLES = ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")
+
+
+class _LeanRenewals:
+    """Renewal PUTs over :class:`Http1Client`, with the request client's own TLS setup and credentials.
+
+    The Authorization header comes from the request client's auth flow (token, token file,
+    exec plugin), computed once and again after a 401, when the renewal goes through the
+    request client instead, which refreshes the credentials its own way.
+    """
+
+    def __init__(self, config: SingleConfig, client: AsyncClient, max_idle: int) -> None:
+        url = httpx.URL(config.cluster.server)
+        assert config.user is not None
+        assert url.host
+        context = verify_cluster(config.cluster, config.user, config.abs_file)
+        self._prefix = url.path.rstrip("/")
+        self._url = url
+        self._auth = _http_client(client).auth
+        self._header: str | None = None
+        self._header_known = False
+        self.http = Http1Client(
+            url.netloc.decode("ascii"),  # the Host header: host, and port when it is not 443
+            tls_connector(url.host, url.port or 443, context),
+            self._authorization,
+            max_idle=max_idle,
+        )
+
+    @staticmethod
+    def usable(config: SingleConfig) -> bool:
+        """Only for a plain https:// server reached directly: the lean path knows no proxies."""
+        url = httpx.URL(config.cluster.server)
+        return url.scheme == "https" and bool(url.host) and not any(os.environ.get(v) for v in _PROXY_VARIABLES)
+
+    async def _authorization(self) -> str | None:
+        if self._auth is None:
+            return None
+        if not self._header_known:
+            flow = self._auth.async_auth_flow(httpx.Request("GET", self._url))
+            try:
+                request = await anext(flow)
+            finally:
+                await flow.aclose()
+            self._header, self._header_known = request.headers.get("Authorization"), True
+        return self._header
+
+    async def put(self, lease: Lease) -> Lease | None:
+        """PUT the Lease; None after a 401 (the caller sends it the usual way, which refreshes credentials)."""
+        assert lease.metadata is not None
+        target = (
+            f"{self._prefix}/apis/coordination.k8s.io/v1/namespaces/{lease.metadata.namespace}"
+            f"/leases/{lease.metadata.name}"
+        )
+        with trio.move_on_after(LEAN_REQUEST_TIMEOUT) as timeout:
+            answer = await self.http.request("PUT", target, msgspec.json.encode(lease))
+        if timeout.cancelled_caught:
+            raise httpx.ReadTimeout(f"no answer to PUT {target} within {LEAN_REQUEST_TIMEOUT} s")
+        if answer.status == 401:
+            self._header_known = False
+            return None
+        if answer.status >= 400:
+            request = httpx.Request("PUT", self._url.join(target))
+            response = httpx.Response(answer.status, headers=answer.headers, content=answer.body, request=request)
+            raise httpx.HTTPStatusError(f"PUT {target}: {answer.status}", request=request, response=response)
+        return _decode_lease(answer.body)
 
 
 def _retry_after(response: httpx.Response | None) -> float | None:
@@ -201,21 +355,21 @@ def translate(exc: BaseException, *, verb: str, namespace: str, name: str) -> Le
     return LeaseStoreError(f"unexpected failure to {verb} {where}: {type(exc).__name__}: {exc}")
 
 
+def _text(value: Any) -> str | None:
+    # lightkube decodes MicroTime into datetime; we keep the server's string form.
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return value
+    return cast(str, value.isoformat(timespec="microseconds").replace("+00:00", "Z"))
+
+
 def _record(lease: Lease) -> LeaseRecord:
     metadata = lease.metadata
     assert metadata is not None
     assert metadata.name
     assert metadata.resourceVersion
     spec = lease.spec or K8sLeaseSpec()
-
-    def text(value: Any) -> str | None:
-        # lightkube decodes MicroTime into datetime; we keep the server's string form.
-        if value is None:
-            return None
-        if isinstance(value, str):
-            return value
-        return cast(str, value.isoformat(timespec="microseconds").replace("+00:00", "Z"))
-
     return LeaseRecord(
         namespace=metadata.namespace or "",
         name=metadata.name,
@@ -223,25 +377,173 @@ def _record(lease: Lease) -> LeaseRecord:
         spec=LeaseSpec(
             holder=spec.holderIdentity,
             lease_duration_seconds=spec.leaseDurationSeconds,
-            acquire_time=text(spec.acquireTime),
-            renew_time=text(spec.renewTime),
+            acquire_time=_text(spec.acquireTime),
+            renew_time=_text(spec.renewTime),
             lease_transitions=spec.leaseTransitions,
+            released_by=(metadata.annotations or {}).get(RELEASED_BY_ANNOTATION),
         ),
+        source=lease,
     )
 
 
-def _lease(namespace: str, name: str, spec: LeaseSpec, resource_version: str | None = None) -> Lease:
+def _annotations(existing: dict[str, str] | None, spec: LeaseSpec) -> dict[str, str] | None:
+    """The Lease's annotations with the release proof set from `spec` (removed when it has none)."""
+    annotations = dict(existing or {})
+    if spec.released_by is None:
+        annotations.pop(RELEASED_BY_ANNOTATION, None)
+    else:
+        annotations[RELEASED_BY_ANNOTATION] = spec.released_by
+    return annotations or None
+
+
+def _owned_spec(spec: LeaseSpec, base: K8sLeaseSpec | None = None) -> K8sLeaseSpec:
+    """`base` (the spec that was read) with the fields lease_guard owns replaced by `spec`'s."""
+    return msgspec.structs.replace(
+        base or K8sLeaseSpec(),
+        holderIdentity=spec.holder,
+        leaseDurationSeconds=spec.lease_duration_seconds,
+        # Strings in MicroTime layout, see the module docstring.
+        acquireTime=cast(Any, spec.acquire_time),
+        renewTime=cast(Any, spec.renew_time),
+        leaseTransitions=spec.lease_transitions,
+    )
+
+
+def _new_lease(namespace: str, name: str, spec: LeaseSpec) -> Lease:
     return Lease(
-        metadata=ObjectMeta(name=name, namespace=namespace, resourceVersion=resource_version),
-        spec=K8sLeaseSpec(
-            holderIdentity=spec.holder,
-            leaseDurationSeconds=spec.lease_duration_seconds,
-            # Strings in MicroTime layout, see the module docstring.
-            acquireTime=cast(Any, spec.acquire_time),
-            renewTime=cast(Any, spec.renew_time),
-            leaseTransitions=spec.lease_transitions,
-        ),
+        metadata=ObjectMeta(name=name, namespace=namespace, annotations=_annotations(None, spec)),
+        spec=_owned_spec(spec),
     )
+
+
+def _edited_lease(current: LeaseRecord, spec: LeaseSpec) -> Lease:
+    """The Lease `current` was read from, with lease_guard's fields set from `spec`.
+
+    Everything else is sent back as it was read. The read object itself is left unchanged
+    (msgspec's replace copies what is edited), since a campaign may still hold `current`.
+    """
+    read = current.source
+    if not isinstance(read, Lease) or read.metadata is None:
+        # A record made by hand (tests, another store): nothing of the server's to keep.
+        lease = _new_lease(current.namespace, current.name, spec)
+        assert lease.metadata is not None
+        lease.metadata.resourceVersion = current.resource_version
+        return lease
+    metadata = msgspec.structs.replace(
+        read.metadata,
+        resourceVersion=current.resource_version,
+        annotations=_annotations(read.metadata.annotations, spec),
+    )
+    return msgspec.structs.replace(read, metadata=metadata, spec=_owned_spec(spec, read.spec))
+
+
+class Priority(enum.IntEnum):
+    """The order in which a store's queued requests go out: keeping tenures before taking new ones."""
+
+    RENEWAL = 0
+    """An update that keeps the holder and term (a renewal), or gives the Lease up (a release)."""
+    READ = 1
+    """A GET: a watch's re-read, a campaign's look before it writes."""
+    ACQUISITION = 2
+    """A create, or an update that changes the holder to someone or starts a new term; and Events."""
+
+
+def write_priority(current: LeaseRecord | None, spec: LeaseSpec) -> Priority:
+    """How urgent a write of `spec` over `current` (None: a create) is.
+
+    >>> a = LeaseSpec("a", 15, None, None, 3)
+    >>> rec = LeaseRecord("ns", "n", "1", a)
+    >>> [write_priority(None, a).name, write_priority(rec, a).name]
+    ['ACQUISITION', 'RENEWAL']
+    >>> write_priority(rec, LeaseSpec("b", 15, None, None, 4)).name
+    'ACQUISITION'
+    >>> write_priority(rec, LeaseSpec(None, 1, None, None, 3, released_by="a")).name
+    'RENEWAL'
+    """
+    if current is None:
+        return Priority.ACQUISITION
+    if not spec.holder:
+        return Priority.RENEWAL
+    same_tenure = spec.holder == current.spec.holder and spec.lease_transitions == current.spec.lease_transitions
+    return Priority.RENEWAL if same_tenure else Priority.ACQUISITION
+
+
+class _RequestQueue:
+    """At most `limit` requests in flight; the others wait, served by priority, then in order.
+
+    A finished request hands its slot straight to the first waiter, so a waiter is never
+    overtaken by a newcomer of the same priority.
+    """
+
+    def __init__(self, limit: int) -> None:
+        if limit < 1:
+            raise ConfigurationError(f"max_in_flight must be at least 1, got {limit}")
+        self.limit = limit
+        self.in_flight = 0
+        self._waiting: tuple[collections.deque[trio.Event], ...] = tuple(collections.deque() for _ in Priority)
+
+    def waiting(self, priority: Priority) -> int:
+        return len(self._waiting[priority])
+
+    @contextlib.asynccontextmanager
+    async def slot(self, priority: Priority) -> AsyncIterator[None]:
+        if self.in_flight < self.limit and not any(self._waiting):
+            self.in_flight += 1
+            try:
+                await trio.lowlevel.checkpoint()
+            except BaseException:
+                self._release()
+                raise
+        else:
+            handed = trio.Event()
+            queue = self._waiting[priority]
+            queue.append(handed)
+            try:
+                await handed.wait()
+            except BaseException:
+                if handed.is_set():
+                    self._release()  # the slot was handed over as we were cancelled: pass it on
+                else:
+                    queue.remove(handed)
+                raise
+        try:
+            yield
+        finally:
+            self._release()
+
+    def _release(self) -> None:
+        for queue in self._waiting:
+            if queue:
+                queue.popleft().set()  # the slot goes to the waiter: in_flight stays
+                return
+        self.in_flight -= 1
+
+
+class _WatchEvent(msgspec.Struct):
+    """One line of a watch stream; `object` is decoded once its type is known (a Lease or a Status)."""
+
+    type: str
+    object: msgspec.Raw
+
+
+_decode_event = msgspec.json.Decoder(_WatchEvent).decode
+_decode_lease = msgspec.json.Decoder(Lease).decode
+
+
+class _Silent(Exception):
+    """A watch that neither sent anything nor ended by the time the server should have ended it."""
+
+
+_END_OF_STREAM: Any = object()
+
+
+def _watch_error(request: httpx.Request, status: Any) -> httpx.HTTPStatusError:
+    """An ERROR event of a watch (a Status object) as the HTTP error it stands for."""
+    if not isinstance(status, dict):
+        status = {"message": repr(status)}
+    code = status.get("code") if isinstance(status.get("code"), int) else 500
+    response = httpx.Response(cast(int, code), content=json.dumps(status).encode(), request=request)
+    return httpx.HTTPStatusError(f"watch error event: {status.get('message', '')}", request=request, response=response)
 
 
 class KubernetesLeaseStore:
@@ -251,7 +553,15 @@ class KubernetesLeaseStore:
     do: :class:`PermissionDenied` names the verb and the RBAC rule to add,
     :class:`NamespaceNotFound` the namespace to create; 429 and 5xx become
     :class:`StoreUnavailable`, which the campaign retries within its timing budget. The
-    watch re-reads and resumes after stream timeouts, 410 Gone and transient failures.
+    watch re-reads and resumes after stream timeouts, 410 Gone, transient failures and
+    dead connections.
+
+    Many Leases, one store: at most `max_in_flight` requests are on the wire at once; the
+    others queue with renewals (and releases) first, then reads, then acquisitions. The
+    store is an :class:`~lease_guard.stores.AcquisitionGate`: while renewals wait for a slot
+    or take longer than ADMISSION_LATENCY from queue to answer, it declines new
+    acquisitions (counted in :attr:`declined_acquisitions`, logged at WARNING when it starts
+    declining), so a process with more Leases than its CPU can renew keeps the ones it holds.
 
     Example::
 
@@ -263,35 +573,71 @@ class KubernetesLeaseStore:
         client: the client for requests; by default one made from the environment
             (in-cluster service account, else ``$KUBECONFIG`` or ``~/.kube/config``),
             closed by :meth:`aclose`. Its namespace is the default namespace of Leases.
+            Prefer :func:`shared_store` to making one per call: the default store reads the
+            kubeconfig and sets up TLS, blocking, in the constructor.
         watch_client: the client for watches. By default: a second client made like the
             first when the store makes its own, else `client` itself. Each open watch holds
-            one of its connections (lightkube speaks HTTP/1.1), and lightkube's clients
-            allow 100; so when you pass your own `client` and one store serves more than
-            about 50 Electors, pass a `watch_client` too, or renewals will wait for a
-            free connection.
+            one of its connections (HTTP/1.1), and lightkube's clients allow 100; so when
+            you pass your own `client` and one store serves more than about 50 Electors,
+            pass a `watch_client` too, or renewals will wait for a free connection.
+        max_in_flight: requests on the wire at once (the request pool keeps as many alive).
+        watch_timeout: each watch asks the server to end it after uniform(watch_timeout,
+            2 * watch_timeout) seconds, and is called dead when it is still silent
+            WATCH_GRACE seconds after that: a dead (half-open) watch goes unnoticed for at
+            most ``2 * watch_timeout + WATCH_GRACE`` seconds (125 s by default); the store
+            then re-reads the Lease and re-opens the watch. A follower whose watch is dead
+            misses changes until then, but never anything that would make it unsafe: its
+            expiry timer runs on silence.
 
     Raises:
         ConfigurationError: no client was given and none can be made from the environment.
     """
 
-    def __init__(self, client: AsyncClient | None = None, *, watch_client: AsyncClient | None = None) -> None:
+    def __init__(
+        self,
+        client: AsyncClient | None = None,
+        *,
+        watch_client: AsyncClient | None = None,
+        max_in_flight: int = MAX_IN_FLIGHT,
+        watch_timeout: float = WATCH_TIMEOUT,
+    ) -> None:
+        if watch_timeout < 1:
+            raise ConfigurationError(f"watch_timeout must be at least 1 second, got {watch_timeout}")
+        self._queue = _RequestQueue(max_in_flight)
+        self._watch_timeout = watch_timeout
         self._owned: list[AsyncClient] = []
+        self._lean: _LeanRenewals | None = None
         if client is None:
             config = _load_config(None, None)
-            client = _make_client(config, None, REQUEST_LIMITS)
+            client = _make_client(config, None, _request_limits(max_in_flight))
             self._owned.append(client)
             if watch_client is None:
                 watch_client = _make_client(config, None, WATCH_LIMITS)
                 self._owned.append(watch_client)
         self._client = _make_trio_safe(client)
         self._watch_client = _make_trio_safe(watch_client) if watch_client is not None else self._client
+        if self._owned and _LeanRenewals.usable(self._client.config):
+            # Only when the store made its own client: a client given to it may carry a
+            # transport or settings (a proxy, HTTP/2, a test double) that renewals must honour.
+            self._lean = _LeanRenewals(self._client.config, self._client, max_in_flight)
+        #: Acquisitions this store declined for want of headroom (see :meth:`admits_acquisition`).
+        self.declined_acquisitions = 0
+        self._declining = False
+        self._renewal_latency = 0.0
+        self._renewal_measured_at = -float("inf")
 
     @classmethod
     def from_kubeconfig(
-        cls, path: str | None = None, *, context: str | None = None, namespace: str | None = None
+        cls,
+        path: str | None = None,
+        *,
+        context: str | None = None,
+        namespace: str | None = None,
+        max_in_flight: int = MAX_IN_FLIGHT,
+        watch_timeout: float = WATCH_TIMEOUT,
     ) -> KubernetesLeaseStore:
         """A store for the cluster of a kubeconfig file, as kubectl's ``--kubeconfig``,
-        ``--context`` and ``--namespace`` would pick it.
+        ``--context`` and ``--namespace`` would pick it. Blocks while it reads the file.
 
         Example::
 
@@ -302,9 +648,14 @@ class KubernetesLeaseStore:
         """
         config = _load_config(path, context)
         store = cls(
-            _make_client(config, namespace, REQUEST_LIMITS), watch_client=_make_client(config, namespace, WATCH_LIMITS)
+            _make_client(config, namespace, _request_limits(max_in_flight)),
+            watch_client=_make_client(config, namespace, WATCH_LIMITS),
+            max_in_flight=max_in_flight,
+            watch_timeout=watch_timeout,
         )
         store._owned = [store._client, store._watch_client]
+        if _LeanRenewals.usable(config):
+            store._lean = _LeanRenewals(config, store._client, max_in_flight)
         return store
 
     @property
@@ -313,14 +664,68 @@ class KubernetesLeaseStore:
         return str(self._client.namespace or "default")
 
     async def aclose(self) -> None:
-        """Close the clients this store made."""
+        """Close the clients this store made.
+
+        Each is closed even when the caller is cancelled (shielded), for at most
+        CLOSE_TIMEOUT seconds each; cancellation is delivered after.
+        """
         for client in self._owned:
-            await client.close()
+            with trio.CancelScope(shield=True, deadline=trio.current_time() + CLOSE_TIMEOUT):
+                await client.close()
+        if self._lean is not None:
+            with trio.CancelScope(shield=True, deadline=trio.current_time() + CLOSE_TIMEOUT):
+                await self._lean.http.aclose()
+        await trio.lowlevel.checkpoint_if_cancelled()
+
+    # -- admission -----------------------------------------------------------------------------
+
+    @property
+    def renewal_latency(self) -> float:
+        """Running mean of seconds from a renewal entering the queue to its answer (0 when idle)."""
+        if trio.current_time() - self._renewal_measured_at > 5 * ADMISSION_LATENCY / _LATENCY_WEIGHT:
+            return 0.0  # no renewals lately: an old measurement says nothing about now
+        return self._renewal_latency
+
+    def admits_acquisition(self) -> bool:
+        """True when this process has headroom for one more tenure (the AcquisitionGate protocol).
+
+        False while renewals wait for a request slot, or take longer than
+        ADMISSION_LATENCY from queue to answer (CPU or event-loop saturation shows there
+        first), or when as many acquisitions already wait as there are slots.
+        Never waits; counts and logs what it declines.
+        """
+        reason: str | None = None
+        if waiting := self._queue.waiting(Priority.RENEWAL):
+            reason = f"{waiting} renewals wait for one of its {self._queue.limit} request slots"
+        elif (latency := self.renewal_latency) > ADMISSION_LATENCY:
+            reason = (
+                f"its renewals take {latency * 1000:.0f} ms from queue to answer "
+                f"(over {ADMISSION_LATENCY * 1000:.0f} ms)"
+            )
+        elif (waiting := self._queue.waiting(Priority.ACQUISITION)) >= self._queue.limit:
+            reason = f"{waiting} acquisitions already wait for a request slot"
+        if reason is None:
+            if self._declining:
+                logger.info("lease store has headroom again: admitting acquisitions")
+                self._declining = False
+            return True
+        self.declined_acquisitions += 1
+        if not self._declining:
+            logger.warning(
+                "lease store at capacity, declining new acquisitions (leases held keep renewing): %s. "
+                "Spread the leases over more processes, or raise retry_period.",
+                reason,
+            )
+            self._declining = True
+        return False
+
+    # -- requests ------------------------------------------------------------------------------
 
     async def get(self, namespace: str, name: str) -> LeaseRecord | None:
         """Read the Lease; None if it does not exist."""
         try:
-            return _record(await self._client.get(Lease, name, namespace=namespace))
+            async with self._queue.slot(Priority.READ):
+                return _record(await self._client.get(Lease, name, namespace=namespace))
         except (httpx.HTTPError, OSError) as exc:
             failure = translate(exc, verb="get", namespace=namespace, name=name)
             if isinstance(failure, LeaseNotFound):
@@ -330,23 +735,41 @@ class KubernetesLeaseStore:
     async def create(self, namespace: str, name: str, spec: LeaseSpec) -> LeaseRecord:
         """Create the Lease; LeaseConflict if it exists."""
         try:
-            return _record(await self._client.create(_lease(namespace, name, spec)))
+            async with self._queue.slot(Priority.ACQUISITION):
+                return _record(await self._client.create(_new_lease(namespace, name, spec)))
         except (httpx.HTTPError, OSError) as exc:
             raise translate(exc, verb="create", namespace=namespace, name=name) from exc
 
     async def update(self, current: LeaseRecord, spec: LeaseSpec) -> LeaseRecord:
-        """Replace the Lease if it still has ``current.resource_version`` (a PUT with a precondition)."""
-        lease = _lease(current.namespace, current.name, spec, current.resource_version)
+        """Write `spec` into the Lease `current` was read from, if it is still at ``current.resource_version``.
+
+        A PUT with that precondition of the object that was read, with only lease_guard's
+        fields changed (see the module docstring). ``spec.released_by`` sets the
+        release-proof annotation; None removes it.
+        """
+        priority = write_priority(current, spec)
+        lease = _edited_lease(current, spec)
+        queued_at = trio.current_time()
         try:
-            return _record(await self._client.replace(lease))
-        except (httpx.HTTPError, OSError) as exc:
+            async with self._queue.slot(priority):
+                written = None
+                if priority is Priority.RENEWAL and self._lean is not None:
+                    written = await self._lean.put(lease)
+                if written is None:
+                    written = await self._client.replace(lease)
+        except (httpx.HTTPError, OSError, trio.BrokenResourceError) as exc:
             raise translate(exc, verb="update", namespace=current.namespace, name=current.name) from exc
+        if priority is Priority.RENEWAL:
+            now = trio.current_time()
+            self._renewal_latency += _LATENCY_WEIGHT * (now - queued_at - self._renewal_latency)
+            self._renewal_measured_at = now
+        return _record(written)
 
     async def record_event(self, namespace: str, name: str, *, reason: str, message: str, identity: str) -> None:
         """Create a core/v1 Event about the Lease, as client-go's leader election does.
 
         Needs ``create`` on ``events`` in the namespace (the optional Role in
-        examples/deploy/rbac.yaml).
+        examples/deploy/rbac.yaml). Queued behind renewals and reads.
         """
         now = datetime.datetime.now(datetime.UTC)
         event = Event(
@@ -365,7 +788,8 @@ class KubernetesLeaseStore:
             count=1,
         )
         try:
-            await self._client.create(event)
+            async with self._queue.slot(Priority.ACQUISITION):
+                await self._client.create(event)
         except (httpx.HTTPError, OSError) as exc:
             failure = translate(exc, verb="create", namespace=namespace, name=name)
             if isinstance(failure, PermissionDenied):
@@ -375,27 +799,78 @@ class KubernetesLeaseStore:
                 ) from exc
             raise failure from exc
 
+    # -- the watch -----------------------------------------------------------------------------
+
     async def watch(self, namespace: str, name: str) -> AsyncIterator[LeaseRecord | None]:
-        """The Lease now, then each change; resumes across timeouts, 410 Gone and transient errors."""
+        """The Lease now, then each change; resumes across timeouts, 410 Gone, transient errors and dead watches.
+
+        Each watch request asks the server for bookmarks (when it resumes from a version) and to end it after
+        uniform(watch_timeout, 2 * watch_timeout) seconds; a stream the server ended is
+        re-opened at once from the last version seen. A stream still silent WATCH_GRACE
+        seconds after its requested end is a dead connection: it is dropped, the Lease is
+        re-read and the watch re-opened. Failures are retried after watch_backoff() pauses
+        (jittered, doubling up to WATCH_RETRY_MAX_DELAY); 410 Gone is re-read at once.
+        """
         record = await self.get(namespace, name)
         yield record
         version = record.resource_version if record else None
+        http = _http_client(self._watch_client)
+        path = f"apis/coordination.k8s.io/v1/namespaces/{namespace}/leases"
+        failures = 0
         while True:
-            # lightkube's watch re-opens a stream the server ended (its watch timeout) from the
-            # last version it saw; we only come back here on a failure.
-            events: AsyncGenerator[tuple[str, Lease]] = self._watch_client.watch(  # type: ignore[assignment]
-                Lease, namespace=namespace, fields={"metadata.name": name}, resource_version=version
+            server_timeout = int(self._watch_timeout * (1 + random.random()))
+            params = {"watch": "true", "fieldSelector": f"metadata.name={name}", "timeoutSeconds": str(server_timeout)}
+            if version is not None:
+                # Bookmarks only when resuming from a version: kube-apiserver 1.37 sends a watch
+                # opened without one, with bookmarks, its first bookmark and then nothing more.
+                params["resourceVersion"] = version
+                params["allowWatchBookmarks"] = "true"
+            deadline = trio.current_time() + server_timeout + WATCH_GRACE
+            request = http.build_request(
+                "GET", path, params=params, timeout=httpx.Timeout(10.0, read=server_timeout + WATCH_GRACE)
             )
+            response: httpx.Response | None = None
             try:
-                async with contextlib.aclosing(events):
-                    async for kind, lease in events:
-                        if kind == "DELETED":
-                            yield None
-                        elif kind in ("ADDED", "MODIFIED"):
-                            current = _record(lease)
-                            version = current.resource_version
-                            yield current
-            except (httpx.HTTPError, OSError, trio.BrokenResourceError) as exc:
+                with trio.move_on_at(deadline):
+                    response = await http.send(request, stream=True)
+                if response is None:
+                    raise _Silent
+                if response.status_code >= 400:
+                    await response.aread()
+                    response.raise_for_status()
+                failures = 0
+                lines = response.aiter_lines()
+                while True:
+                    line: Any = None
+                    with trio.move_on_at(deadline):
+                        line = await anext(lines, _END_OF_STREAM)
+                    if line is None:
+                        raise _Silent
+                    if line is _END_OF_STREAM:
+                        break  # the server ended it (its timeout): resume from the last version seen
+                    if not line.strip():
+                        continue
+                    event = _decode_event(line)
+                    if event.type == "ERROR":
+                        raise _watch_error(request, msgspec.json.decode(event.object))
+                    lease = _decode_lease(event.object)
+                    version = (lease.metadata.resourceVersion if lease.metadata else None) or version
+                    if event.type == "DELETED":
+                        yield None
+                    elif event.type in ("ADDED", "MODIFIED"):
+                        yield _record(lease)
+                    # BOOKMARK: only its resourceVersion, taken above.
+                continue
+            except _Silent:
+                logger.info(
+                    "lease %s/%s: the watch stayed silent %.0f s past the end it asked of the server: "
+                    "its connection is presumed dead; re-reading",
+                    namespace,
+                    name,
+                    WATCH_GRACE,
+                )
+                failures += 1
+            except (httpx.HTTPError, OSError, trio.BrokenResourceError, msgspec.DecodeError) as exc:
                 failure = translate(exc, verb="watch", namespace=namespace, name=name)
                 if isinstance(exc, httpx.HTTPStatusError) and _status(exc)[0] == 410:
                     logger.debug("lease %s/%s: watch expired (410 Gone); re-reading", namespace, name)
@@ -403,24 +878,87 @@ class KubernetesLeaseStore:
                     raise failure from exc
                 else:
                     logger.info("lease %s/%s: watch interrupted, resuming: %s", namespace, name, failure)
-                    await trio.sleep(WATCH_RETRY_DELAY)
+                    failures += 1
+            finally:
+                if response is not None:
+                    with trio.CancelScope(shield=True, deadline=trio.current_time() + CLOSE_TIMEOUT):
+                        await response.aclose()
+            if failures:
+                await trio.sleep(watch_backoff(failures, random.random()))
             # Re-read, so nothing that happened while the watch was down is missed.
             while True:
                 try:
                     record = await self.get(namespace, name)
                     break
                 except StoreUnavailable as exc:
+                    failures += 1
                     logger.info("lease %s/%s: cannot re-read yet: %s", namespace, name, exc)
-                    await trio.sleep(WATCH_RETRY_DELAY)
+                    await trio.sleep(watch_backoff(failures, random.random()))
             version = record.resource_version if record else None
             yield record
 
 
+def _request_limits(max_in_flight: int) -> httpx.Limits:
+    return httpx.Limits(max_connections=max_in_flight, max_keepalive_connections=max_in_flight, keepalive_expiry=30.0)
+
+
+# -- one store per process and kubeconfig ---------------------------------------------------------
+
+
+@dataclasses.dataclass
+class _Shared:
+    store: KubernetesLeaseStore
+    users: int = 0
+
+
+_SHARED: trio.lowlevel.RunVar[tuple[trio.Lock, dict[tuple[str | None, ...], _Shared]]] = trio.lowlevel.RunVar(
+    "lease_guard_shared_stores"
+)
+
+
+def _config_source() -> tuple[str | None, ...]:
+    """What KubeConfig.from_env() would read: the in-cluster service account, else $KUBECONFIG, else ~/.kube/config."""
+    return (os.environ.get("KUBERNETES_SERVICE_HOST"), os.environ.get("KUBECONFIG"), os.path.expanduser("~"))
+
+
 @contextlib.asynccontextmanager
 async def shared_store() -> AsyncIterator[KubernetesLeaseStore]:
-    """The default store, made from the environment."""
-    store = KubernetesLeaseStore()
+    """The process's KubernetesLeaseStore for the environment's cluster, shared by every user.
+
+    One store per trio run and per configuration source (in-cluster service account,
+    ``$KUBECONFIG``, ``~/.kube/config``): the first user makes it, reading the kubeconfig
+    and setting up TLS in a worker thread (``trio.to_thread.run_sync``), so the event loop
+    never blocks; later users wait for it and share it. It is closed when the last user
+    exits (see :meth:`KubernetesLeaseStore.aclose`, which finishes even when cancelled).
+    This is what ``leadership()`` and ``only_when_leading`` use when given no store.
+
+    Example::
+
+        async with shared_store() as store:
+            async with leadership("my-operator", store=store):
+                ...
+
+    Raises:
+        ConfigurationError: no client can be made from the environment (raised to every
+            user that asks while it is so; the next one tries again).
+    """
     try:
-        yield store
+        lock, stores = _SHARED.get()
+    except LookupError:
+        lock, stores = trio.Lock(), {}
+        _SHARED.set((lock, stores))
+    key = _config_source()
+    async with lock:
+        shared = stores.get(key)
+        if shared is None:
+            store = await trio.to_thread.run_sync(KubernetesLeaseStore)
+            shared = stores[key] = _Shared(store)
+        shared.users += 1
+    try:
+        yield shared.store
     finally:
-        await store.aclose()
+        shared.users -= 1
+        if shared.users == 0:
+            if stores.get(key) is shared:
+                del stores[key]
+            await shared.store.aclose()

@@ -10,6 +10,7 @@ import contextlib
 import dataclasses
 import json
 import sys
+import threading
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ import trio.testing
 from lightkube import AsyncClient, KubeConfig
 
 from lease_guard import (
+    ConfigurationError,
     KubernetesLeaseStore,
     LeaseConflict,
     LeaseNotFound,
@@ -31,7 +33,21 @@ from lease_guard import (
     PermissionDenied,
     StoreUnavailable,
 )
-from lease_guard.stores.kubernetes import WATCH_RETRY_DELAY
+from lease_guard.stores import AcquisitionGate
+from lease_guard.stores._http1 import Http1Client
+from lease_guard.stores.kubernetes import (
+    ADMISSION_LATENCY,
+    RELEASED_BY_ANNOTATION,
+    WATCH_GRACE,
+    WATCH_RETRY_DELAY,
+    WATCH_TIMEOUT,
+    Priority,
+    _http_client,
+    _RequestQueue,
+    shared_store,
+    watch_backoff,
+)
+from tests.stores.test_http1 import Server as Http1Server
 
 NS, NAME = "ops", "jobs"
 COLLECTION = f"/apis/coordination.k8s.io/v1/namespaces/{NS}/leases"
@@ -128,7 +144,14 @@ class FakeApiServer:
         return reply
 
     def seen(self) -> list[tuple[str, str, dict[str, str]]]:
-        return [(r.method, r.url.path, dict(r.url.params)) for r in self.requests]
+        """Method, path and query of each request; a watch's jittered timeoutSeconds is checked, then left out."""
+        seen = []
+        for r in self.requests:
+            params = dict(r.url.params)
+            if "timeoutSeconds" in params:
+                assert WATCH_TIMEOUT <= int(params.pop("timeoutSeconds")) < 2 * WATCH_TIMEOUT
+            seen.append((r.method, r.url.path, params))
+        return seen
 
     def body(self, index: int = -1) -> Any:
         return json.loads(self.requests[index].content)
@@ -139,7 +162,11 @@ GET: tuple[str, str, dict[str, str]] = ("GET", ONE, {})
 
 def watch(rv: str | None) -> tuple[str, str, dict[str, str]]:
     params = {"watch": "true", "fieldSelector": f"metadata.name={NAME}"}
-    return ("GET", COLLECTION, params if rv is None else params | {"resourceVersion": rv})
+    return (
+        "GET",
+        COLLECTION,
+        params if rv is None else params | {"resourceVersion": rv, "allowWatchBookmarks": "true"},
+    )
 
 
 @contextlib.asynccontextmanager
@@ -412,7 +439,8 @@ async def test_watch_retries_transient_failures_after_a_pause(
     start = trio.current_time()
     assert summary(await first(3, store)) == [("10", "a"), ("13", "b"), ("14", "a")]
     assert server.seen() == [GET, watch("10"), GET, GET, watch("13")]
-    assert trio.current_time() - start == pytest.approx(2 * WATCH_RETRY_DELAY)
+    # A pause after the watch failed, a longer one after the re-read failed too.
+    assert 1.5 * WATCH_RETRY_DELAY <= trio.current_time() - start < 3 * WATCH_RETRY_DELAY
 
 
 async def test_watch_raises_permission_denied_on_403(
@@ -484,3 +512,425 @@ async def test_missing_exec_plugin_is_not_mistaken_for_an_unreachable_server(
         with pytest.raises(PermissionDenied, match="no-such-plugin"):
             await store.get(NS, NAME)
     assert server.requests == []
+
+
+# --- dead watches and backoff -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("failures", "draw", "delay"),
+    [(1, 0.0, 0.25), (1, 0.5, 0.375), (2, 0.0, 0.5), (3, 0.999, 1.999), (7, 0.0, 15.0), (50, 0.0, 15.0)],
+)
+def test_watch_backoff_doubles_with_half_of_it_jittered_up_to_a_cap(failures: int, draw: float, delay: float) -> None:
+    assert watch_backoff(failures, draw) == pytest.approx(delay)
+
+
+async def test_repeated_watch_failures_back_off_longer_each_time(
+    autojump_clock: trio.testing.MockClock, server: FakeApiServer, store: KubernetesLeaseStore
+) -> None:
+    server.replies.append(ok(lease("10")))
+    for _ in range(5):
+        server.replies += [failure(503, "ServiceUnavailable"), ok(lease("10"))]
+    server.replies.append(stream(("MODIFIED", lease("11", "b"))))
+    start = trio.current_time()
+    values = await first(7, store)
+    assert summary(values)[-1] == ("11", "b")
+    waited = trio.current_time() - start
+    # 0.25-0.5, 0.5-1, 1-2, 2-4, 4-8 s: a constant pause would wait 2.5 s in all.
+    assert 7.75 <= waited < 15.5, waited
+
+
+class Silent(Events):
+    """A watch body that sends its events, then nothing, never ending: a half-open connection."""
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        for chunk in self.chunks:
+            yield chunk
+        await trio.sleep_forever()
+        yield b""  # pragma: no cover
+
+
+async def test_a_silent_watch_is_called_dead_after_its_server_timeout_and_the_lease_reread(
+    autojump_clock: trio.testing.MockClock, server: FakeApiServer, store: KubernetesLeaseStore
+) -> None:
+    dead = Silent(("MODIFIED", lease("11", "b")))
+    server.replies += [ok(lease("10")), stream(body=dead), ok(lease("15", "c")), stream(("MODIFIED", lease("16")))]
+    values: list[LeaseRecord | None] = []
+    times: list[float] = []
+    iterator = store.watch(NS, NAME)
+    async with contextlib.aclosing(iterator):  # type: ignore[type-var]
+        async for value in iterator:
+            values.append(value)
+            times.append(trio.current_time())
+            if len(values) == 4:
+                break
+    assert summary(values) == [("10", "a"), ("11", "b"), ("15", "c"), ("16", "a")]
+    assert server.seen() == [GET, watch("10"), GET, watch("15")]
+    timeout = int(server.requests[1].url.params["timeoutSeconds"])
+    silent_for = times[2] - times[1]
+    # Dropped WATCH_GRACE after the end it asked of the server, then one backoff pause.
+    assert timeout + WATCH_GRACE <= silent_for <= timeout + WATCH_GRACE + WATCH_RETRY_DELAY
+    assert silent_for <= 2 * WATCH_TIMEOUT + WATCH_GRACE + WATCH_RETRY_DELAY  # the documented bound
+    assert dead.closed
+
+
+async def test_bookmarks_advance_the_version_without_a_value(
+    autojump_clock: trio.testing.MockClock, server: FakeApiServer, store: KubernetesLeaseStore
+) -> None:
+    bookmark = {"kind": "Lease", "apiVersion": "coordination.k8s.io/v1", "metadata": {"resourceVersion": "30"}}
+    server.replies += [ok(lease("10")), stream(("BOOKMARK", bookmark)), stream(("MODIFIED", lease("31", "b")))]
+    assert summary(await first(2, store)) == [("10", "a"), ("31", "b")]
+    assert server.seen() == [GET, watch("10"), watch("30")]
+
+
+# --- writes keep what is not ours ---------------------------------------------------------------
+
+
+def foreign_lease(rv: str, annotations: dict[str, str] | None = None) -> dict[str, Any]:
+    """A Lease with everything lease_guard does not own set, as an operator or a controller might."""
+    body = lease(rv)
+    body["metadata"] |= {
+        "uid": "0b9c-uid",
+        "labels": {"team": "ops"},
+        "annotations": {"owner": "ops@example.com"} | (annotations or {}),
+        "ownerReferences": [{"apiVersion": "v1", "kind": "ConfigMap", "name": "cm", "uid": "cm-uid"}],
+        "finalizers": ["example.com/keep"],
+    }
+    body["spec"] |= {"preferredHolder": "b", "strategy": "OldestEmulationVersion"}
+    return body
+
+
+async def test_update_edits_the_lease_that_was_read(server: FakeApiServer, store: KubernetesLeaseStore) -> None:
+    server.replies += [ok(foreign_lease("7")), ok(foreign_lease("8"))]
+    current = await store.get(NS, NAME)
+    assert current is not None
+    renewed = LeaseSpec(holder="a", lease_duration_seconds=15, acquire_time=T0, renew_time=T1, lease_transitions=2)
+    await store.update(current, renewed)
+    sent = server.body()
+    read = foreign_lease("7")
+    assert sent["metadata"] == read["metadata"]
+    assert sent["spec"] == read["spec"] | {"renewTime": T1}
+    assert current.source.metadata.labels == {"team": "ops"}  # the record read is not changed
+
+
+async def test_release_proof_is_written_as_an_annotation_and_removed_by_the_next_write(
+    server: FakeApiServer, store: KubernetesLeaseStore
+) -> None:
+    proof = {RELEASED_BY_ANNOTATION: "a"}
+    server.replies += [ok(foreign_lease("7")), ok(foreign_lease("8", proof)), ok(foreign_lease("9"))]
+    current = await store.get(NS, NAME)
+    assert current is not None
+    assert current.spec.released_by is None
+    release = LeaseSpec(holder=None, lease_duration_seconds=1, acquire_time=None, renew_time=T1, lease_transitions=2)
+    released = await store.update(current, dataclasses.replace(release, released_by="a"))
+    assert server.body()["metadata"]["annotations"] == {"owner": "ops@example.com", RELEASED_BY_ANNOTATION: "a"}
+    assert "holderIdentity" not in server.body()["spec"]
+    assert released.spec.released_by == "a"  # read back from the annotation
+    acquire = LeaseSpec(holder="b", lease_duration_seconds=15, acquire_time=T1, renew_time=T1, lease_transitions=3)
+    await store.update(released, acquire)
+    assert server.body()["metadata"]["annotations"] == {"owner": "ops@example.com"}
+    assert server.body()["metadata"]["labels"] == {"team": "ops"}
+
+
+async def test_create_writes_the_release_proof_only_when_given(
+    server: FakeApiServer, store: KubernetesLeaseStore
+) -> None:
+    server.replies += [ok(lease("1"), 201), ok(lease("1"), 201)]
+    await store.create(NS, NAME, SPEC)
+    assert "annotations" not in server.body()["metadata"]
+    await store.create(NS, NAME, dataclasses.replace(SPEC, holder=None, released_by="x"))
+    assert server.body()["metadata"]["annotations"] == {RELEASED_BY_ANNOTATION: "x"}
+
+
+# --- lightkube's internals, in one place ---------------------------------------------------------
+
+
+async def test_the_http_client_found_inside_lightkube_is_the_one_it_sends_with(server: FakeApiServer) -> None:
+    sent: list[str] = []
+
+    async def hook(request: httpx.Request) -> None:
+        sent.append(request.method)
+
+    async with AsyncClient(
+        KubeConfig.from_dict(kubeconfig()), namespace=NS, transport=httpx.MockTransport(server)
+    ) as client:
+        http = _http_client(client)
+        http.event_hooks["request"].append(hook)
+        server.replies.append(ok(lease("1")))
+        await KubernetesLeaseStore(client).get(NS, NAME)
+    assert sent == ["GET"]
+
+
+# --- closing ------------------------------------------------------------------------------------
+
+
+class SlowToClose(httpx.AsyncBaseTransport):
+    """A transport whose close takes a while (closing TLS connections does)."""
+
+    def __init__(self) -> None:
+        self.closed = False
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        raise AssertionError("no requests expected")
+
+    async def aclose(self) -> None:
+        await trio.sleep(0.1)
+        self.closed = True
+
+
+async def test_aclose_closes_both_clients_even_when_cancelled(autojump_clock: trio.testing.MockClock) -> None:
+    config = KubeConfig.from_dict(kubeconfig())
+    transports = [SlowToClose(), SlowToClose()]
+    client, watch_client = (AsyncClient(config, namespace=NS, transport=t) for t in transports)
+    store = KubernetesLeaseStore(client, watch_client=watch_client)
+    store._owned = [client, watch_client]
+    with trio.CancelScope() as scope:
+        scope.cancel()
+        await store.aclose()
+    assert scope.cancelled_caught  # the cancellation is still delivered, after the closes
+    assert [t.closed for t in transports] == [True, True]
+
+
+# --- the shared default store -------------------------------------------------------------------
+
+
+@pytest.fixture
+def environment_kubeconfig(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    path = tmp_path / "config"
+    path.write_text(json.dumps(kubeconfig()))
+    monkeypatch.setenv("KUBECONFIG", str(path))
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    return path
+
+
+async def test_shared_store_is_one_store_until_the_last_user_exits(
+    environment_kubeconfig: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    made_in: list[int] = []
+    real_init = KubernetesLeaseStore.__init__
+
+    def init(self: KubernetesLeaseStore, *args: Any, **kwargs: Any) -> None:
+        made_in.append(threading.get_ident())
+        real_init(self, *args, **kwargs)
+
+    monkeypatch.setattr(KubernetesLeaseStore, "__init__", init)
+    async with shared_store() as one, shared_store() as two:
+        assert one is two
+        async with shared_store() as three:
+            assert three is one
+        assert not _http_client(one._client).is_closed  # two users left
+    assert _http_client(one._client).is_closed
+    assert _http_client(one._watch_client).is_closed
+    assert made_in != [] and threading.get_ident() not in made_in  # made once, in a worker thread
+    assert len(made_in) == 1
+    async with shared_store() as fresh:  # after the last user: a new one
+        assert fresh is not one
+    assert len(made_in) == 2
+
+
+async def test_shared_store_is_per_configuration_source(
+    environment_kubeconfig: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with shared_store() as first_store:
+        other = tmp_path / "other"
+        other.write_bytes(environment_kubeconfig.read_bytes())  # noqa: ASYNC240
+        monkeypatch.setenv("KUBECONFIG", str(other))
+        async with shared_store() as second_store:
+            assert second_store is not first_store
+
+
+async def test_shared_store_is_closed_when_its_users_are_cancelled(environment_kubeconfig: Path) -> None:
+    with trio.CancelScope() as scope:
+        async with shared_store() as store:
+            scope.cancel()
+            await trio.sleep_forever()
+    assert _http_client(store._client).is_closed
+    assert _http_client(store._watch_client).is_closed
+
+
+async def test_shared_store_reports_a_bad_configuration_to_each_user(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "missing"))
+    for _ in range(2):
+        with pytest.raises(ConfigurationError, match="cannot make a Kubernetes client"):
+            async with shared_store():
+                raise AssertionError("unreachable")
+
+
+# --- many leases: the request queue and admission ------------------------------------------------
+
+
+async def test_requests_in_flight_are_bounded_and_renewals_go_first() -> None:
+    queue = _RequestQueue(1)
+    order: list[str] = []
+    release = trio.Event()
+
+    async def request(label: str, priority: Priority) -> None:
+        async with queue.slot(priority):
+            order.append(label)
+            assert queue.in_flight == 1
+            await release.wait()
+
+    async with trio.open_nursery() as nursery:
+        for label, priority in [
+            ("held", Priority.READ),
+            ("acquire", Priority.ACQUISITION),
+            ("read", Priority.READ),
+            ("renew", Priority.RENEWAL),
+            ("read-2", Priority.READ),
+        ]:
+            nursery.start_soon(request, label, priority)
+            await trio.testing.wait_all_tasks_blocked()
+        assert order == ["held"]
+        assert [queue.waiting(p) for p in Priority] == [1, 2, 1]
+        release.set()
+    assert order == ["held", "renew", "read", "read-2", "acquire"]
+    assert queue.in_flight == 0
+
+
+async def test_a_waiter_cancelled_as_it_is_handed_a_slot_passes_it_on() -> None:
+    queue = _RequestQueue(1)
+    got: list[str] = []
+    cancelled = trio.CancelScope()
+
+    async def waiter(scope: trio.CancelScope, label: str) -> None:
+        with scope:
+            async with queue.slot(Priority.READ):
+                got.append(label)
+
+    async with trio.open_nursery() as nursery, queue.slot(Priority.READ):
+        nursery.start_soon(waiter, cancelled, "cancelled")
+        await trio.testing.wait_all_tasks_blocked()
+        nursery.start_soon(waiter, trio.CancelScope(), "next")
+        await trio.testing.wait_all_tasks_blocked()
+        # Cancelled, then handed the slot before it runs again: it must pass the slot on.
+        cancelled.cancel()
+    assert got == ["next"]
+    assert queue.in_flight == 0
+
+
+async def test_the_store_declines_acquisitions_while_renewals_wait_and_counts_them(
+    server: FakeApiServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    config = KubeConfig.from_dict(kubeconfig())
+    async with AsyncClient(config, namespace=NS, transport=httpx.MockTransport(server)) as client:
+        store = KubernetesLeaseStore(client, max_in_flight=1)
+        assert isinstance(store, AcquisitionGate)
+        assert store.admits_acquisition()
+        release = trio.Event()
+        async with trio.open_nursery() as nursery, store._queue.slot(Priority.READ):
+            server.replies.append(ok(lease("8")))
+            nursery.start_soon(store.update, CURRENT, SPEC)  # a renewal, now waiting for the slot
+            await trio.testing.wait_all_tasks_blocked()
+            assert not store.admits_acquisition()
+            assert not store.admits_acquisition()
+            release.set()
+        assert store.admits_acquisition()
+    assert store.declined_acquisitions == 2
+    warnings = [r for r in caplog.records if "declining new acquisitions" in r.getMessage()]
+    assert len(warnings) == 1  # once per episode
+    assert "1 renewals wait" in warnings[0].getMessage()
+
+
+async def test_the_store_declines_acquisitions_while_renewals_are_slow(
+    autojump_clock: trio.testing.MockClock, server: FakeApiServer, store: KubernetesLeaseStore
+) -> None:
+    async def slow_answer(request: httpx.Request) -> httpx.Response:
+        await trio.sleep(4 * ADMISSION_LATENCY)  # a saturated event loop answers late
+        return ok(lease("8"))
+
+    async with AsyncClient(
+        KubeConfig.from_dict(kubeconfig()), namespace=NS, transport=httpx.MockTransport(slow_answer)
+    ) as client:
+        slow = KubernetesLeaseStore(client)
+        for _ in range(3):
+            await slow.update(CURRENT, SPEC)
+        assert slow.renewal_latency > ADMISSION_LATENCY
+        assert not slow.admits_acquisition()
+        await trio.sleep(60)  # no renewals since: the old measurement no longer counts
+        assert slow.admits_acquisition()
+    assert store.admits_acquisition()  # fast renewals (none yet) leave room
+
+
+# --- the lean renewal path ----------------------------------------------------------------------
+
+
+@pytest.fixture
+async def lean_store(
+    tmp_path: Path, nursery: trio.Nursery, server: FakeApiServer
+) -> AsyncIterator[tuple[KubernetesLeaseStore, Http1Server]]:
+    """A store made from a kubeconfig (so renewals take the lean path) whose two paths both go to fakes."""
+    path = tmp_path / "config"
+    path.write_text(json.dumps(kubeconfig()))
+    store = KubernetesLeaseStore.from_kubeconfig(str(path))
+    lean = store._lean
+    assert lean is not None
+    h1 = Http1Server(nursery)
+    lean.http = Http1Client("fake.invalid", h1.connect, lean._authorization, max_idle=4)
+    await store._client.close()
+    store._client = AsyncClient(KubeConfig.from_dict(kubeconfig()), namespace=NS, transport=httpx.MockTransport(server))
+    store._owned = [store._client, store._watch_client]
+    try:
+        yield store, h1
+    finally:
+        await store.aclose()
+
+
+RENEWAL = dataclasses.replace(SPEC, renew_time=T0)
+
+
+async def test_renewals_take_the_lean_path_with_the_clients_credentials(
+    lean_store: tuple[KubernetesLeaseStore, Http1Server], server: FakeApiServer
+) -> None:
+    store, h1 = lean_store
+    h1.script.append((200, json.dumps(lease("8")).encode(), []))
+    record = await store.update(CURRENT, RENEWAL)
+    assert record.resource_version == "8"
+    method, target, headers, body = h1.requests[0]
+    assert (method, target) == (b"PUT", ONE.encode())
+    assert headers[b"authorization"] == b"Bearer static"
+    assert json.loads(body) == expected_body(RENEWAL, resource_version="7")
+    assert server.requests == []  # nothing through lightkube
+
+
+async def test_an_acquisition_goes_through_lightkube(
+    lean_store: tuple[KubernetesLeaseStore, Http1Server], server: FakeApiServer
+) -> None:
+    store, h1 = lean_store
+    server.replies.append(ok(lease("8", holder="b")))
+    await store.update(CURRENT, dataclasses.replace(SPEC, holder="b", lease_transitions=3))
+    assert server.seen() == [("PUT", ONE, {})]
+    assert h1.requests == []
+
+
+async def test_a_lean_renewal_refused_with_401_is_sent_again_through_lightkube(
+    lean_store: tuple[KubernetesLeaseStore, Http1Server], server: FakeApiServer
+) -> None:
+    store, h1 = lean_store
+    h1.script.append((401, b"{}", []))
+    server.replies.append(ok(lease("8")))
+    assert (await store.update(CURRENT, RENEWAL)).resource_version == "8"
+    assert len(h1.requests) == 1
+    assert server.seen() == [("PUT", ONE, {})]
+
+
+@pytest.mark.parametrize(
+    ("reply", "error"),
+    [
+        ((409, json.dumps(status(409, "Conflict")).encode(), []), LeaseConflict),
+        ((404, json.dumps(status(404, "NotFound")).encode(), []), LeaseNotFound),
+        ((503, b"unavailable", [(b"Retry-After", b"2")]), StoreUnavailable),
+        ("hang up", StoreUnavailable),
+    ],
+)
+async def test_lean_renewal_failures_become_the_same_library_errors(
+    lean_store: tuple[KubernetesLeaseStore, Http1Server], reply: Any, error: type[LeaseStoreError]
+) -> None:
+    store, h1 = lean_store
+    h1.script.append(reply)
+    with pytest.raises(LeaseStoreError) as raised:
+        await store.update(CURRENT, RENEWAL)
+    assert type(raised.value) is error
+    if isinstance(raised.value, StoreUnavailable) and reply != "hang up":
+        assert raised.value.retry_after == 2.0

@@ -55,7 +55,9 @@ func seconds(s float64) time.Duration { return time.Duration(s * float64(time.Se
 func main() {
 	var kubeconfig, namespace, lease, identity string
 	var leaseDuration, renewDeadline, retryPeriod float64
+	var leases int
 	fs := flag.NewFlagSet("peer", flag.ExitOnError)
+	fs.IntVar(&leases, "leases", 1, "K > 1: K LeaderElectors in this process, on Leases NAME-0 .. NAME-(K-1), one clientset")
 	fs.StringVar(&kubeconfig, "kubeconfig", "", "path to the kubeconfig file")
 	fs.StringVar(&namespace, "namespace", "", "namespace of the Lease")
 	fs.StringVar(&lease, "lease", "", "name of the Lease")
@@ -82,6 +84,11 @@ func main() {
 		emit("exit")
 		os.Exit(1)
 	}
+	if leases > 1 {
+		// client-go's default client-side rate limit (5 QPS, burst 10) would throttle K
+		// renewals every RetryPeriod; an operator with many Leases lifts it, as here.
+		config.QPS = -1
+	}
 	client, err := clientset.NewForConfig(config)
 	if err != nil {
 		logf("creating clientset failed: %v", err)
@@ -90,9 +97,26 @@ func main() {
 	}
 
 	emit("ready")
-	for round := 1; ctx.Err() == nil; round++ {
-		runOnce(ctx, client, round, namespace, lease, identity,
-			seconds(leaseDuration), seconds(renewDeadline), seconds(retryPeriod))
+	if leases > 1 {
+		// The scale mode: K electors share one clientset (one HTTP/2 connection, as an
+		// operator sharding work over many Leases would), each on its own Lease.
+		var wg sync.WaitGroup
+		for i := 0; i < leases; i++ {
+			wg.Add(1)
+			go func(name string) {
+				defer wg.Done()
+				for round := 1; ctx.Err() == nil; round++ {
+					runOnce(ctx, client, round, namespace, name, identity,
+						seconds(leaseDuration), seconds(renewDeadline), seconds(retryPeriod))
+				}
+			}(fmt.Sprintf("%s-%d", lease, i))
+		}
+		wg.Wait()
+	} else {
+		for round := 1; ctx.Err() == nil; round++ {
+			runOnce(ctx, client, round, namespace, lease, identity,
+				seconds(leaseDuration), seconds(renewDeadline), seconds(retryPeriod))
+		}
 	}
 	emit("exit")
 	klog.Flush()

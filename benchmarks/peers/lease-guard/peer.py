@@ -27,6 +27,7 @@ from typing import Any
 import trio
 
 from lease_guard import Elector, KubernetesLeaseStore, LeadershipLost
+from lease_guard.stores.kubernetes import _http_client
 
 
 def say(event: str, **fields: object) -> None:
@@ -35,7 +36,7 @@ def say(event: str, **fields: object) -> None:
 
 def install_counter(store: KubernetesLeaseStore) -> collections.Counter[str]:
     counts: collections.Counter[str] = collections.Counter()
-    http: Any = store._client._client._client  # lightkube AsyncClient -> GenericAsyncClient -> httpx AsyncClient
+    http: Any = _http_client(store._client)
 
     async def on_request(request: Any) -> None:
         kind = request.method
@@ -56,7 +57,11 @@ async def main(args: argparse.Namespace) -> None:
 
     def report() -> None:
         if counts is not None:
-            say("requests", counts=dict(counts))
+            # Renewals of the lean path do not pass httpx's hooks: add them.
+            lean = store._lean.http.sent if store._lean is not None else collections.Counter()
+            total = counts + lean
+            total["total"] = counts["total"] + sum(lean.values())
+            say("requests", counts=dict(total))
 
     try:
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGUSR1) as signals:
