@@ -327,6 +327,7 @@ class Campaign:
         NamespaceNotFound are raised as they come.
         """
         current = self.view.record
+        recreating = current is None and not self.view.first_state_absent
         term = current.transitions + 1 if current is not None else 0
         acquire_time = micro_time()
         spec = self._spec(term=term, acquire_time=acquire_time)
@@ -347,6 +348,15 @@ class Campaign:
             logger.info("%s: the Lease changed again right after our acquire; not leading", self.where)
             return None
         self.see(record)
+        if recreating:
+            # Re-creating a Lease that was deleted. A create has no version to be conditioned on:
+            # while it travelled, another candidate may have created the Lease, led, been cut off
+            # and had the Lease deleted again, its guarded code running until renew_deadline
+            # after that. The Lease is ours now; lead only renew_deadline after the answer, by
+            # an update that proves nothing changed since.
+            logger.info("%s: re-created the Lease; leading from renew_deadline after it", self.where)
+            self.pause_until = self.clock.now() + self.options.renew_deadline
+            return None
         tenure = Tenure(
             lease=self.options.lease,
             namespace=self.namespace,
