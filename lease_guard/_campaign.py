@@ -344,10 +344,6 @@ class Campaign:
             raise StoreUnavailable(
                 f"no answer to a write of {self.where} within renew_deadline ({self.options.renew_deadline:g}s)"
             )
-        if self.view.superseded(record, changes):
-            logger.info("%s: the Lease changed again right after our acquire; not leading", self.where)
-            return None
-        self.see(record)
         if recreating:
             # Re-creating a Lease that was deleted. A create has no version to be conditioned on:
             # while it travelled, another candidate may have created the Lease, led, been cut off
@@ -356,7 +352,13 @@ class Campaign:
             # an update that proves nothing changed since.
             logger.info("%s: re-created the Lease; leading from renew_deadline after it", self.where)
             self.pause_until = self.clock.now() + self.options.renew_deadline
+            if not self.view.superseded(record, changes):
+                self.see(record)
             return None
+        if self.view.superseded(record, changes):
+            logger.info("%s: the Lease changed again right after our acquire; not leading", self.where)
+            return None
+        self.see(record)
         tenure = Tenure(
             lease=self.options.lease,
             namespace=self.namespace,

@@ -489,7 +489,10 @@ async def scenario(candidates: int, schedule: list[Fault], work: list[float], ra
             nursery.start_soon(inject, fault)
         quiet_from = max((f.end for f in schedule), default=0)
         slowest = min([rates[n % len(rates)] for n in range(min(candidates, ELECTOR_CANDIDATES))] + [1.0])
-        bound = quiet_from + (LEASE_DURATION + RENEW_DEADLINE) / slowest
+        # lease_duration of silence, an acquire already sent into a partition giving up, and
+        # after a delete the renew_deadline a re-created Lease is held before it is led.
+        recreate = RENEW_DEADLINE if any(f.kind == "delete" for f in schedule) else 0.0
+        bound = quiet_from + (LEASE_DURATION + RENEW_DEADLINE + recreate) / slowest
         await trio.sleep_until(bound + 1)
         led = [span for span in intervals.closed() if span[2] > quiet_from and span[1] <= bound]
         assert led, f"liveness: nobody led between {quiet_from} and {bound}: {intervals.closed()[-3:]}"
