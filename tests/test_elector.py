@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 import trio
 
@@ -324,3 +326,24 @@ async def test_an_outage_with_errors_after_start_does_not_end_the_campaign(
                     await trio.sleep(60)
         await elector.wait_leading()
         assert elector.is_leader
+
+
+@pytest.mark.parametrize("verb", ["watch", "create"])
+async def test_transient_failures_back_off_with_jitter_up_to_four_retry_periods(
+    autojump_clock: trio.testing.MockClock, verb: str
+) -> None:
+    store = FaultyStore(MemoryLeaseStore())
+    failures = [StoreUnavailable("503") for _ in range(12)]
+    if verb == "watch":
+        store.errors.extend(failures)  # the first read fails 12 times
+    else:
+        store.write_errors.extend(failures)  # the acquisition fails 12 times
+    async with Elector(LEASE, identity="a", store=store) as elector:
+        await elector.wait_leading()
+    attempts = [at for at, seen in store.requests if seen == verb]
+    gaps = [later - earlier for earlier, later in itertools.pairwise(attempts)]
+    assert len(attempts) == 13
+    assert 0.25 <= gaps[0] <= 0.5  # retry_period / 4, times a jitter in [0.5, 1]
+    assert all(gap <= 8 for gap in gaps)  # capped at 4 * retry_period
+    assert max(gaps) >= 4  # and it grew to the cap
+    assert len({round(gap, 6) for gap in gaps[4:]}) > 1  # jittered, not a fixed period
