@@ -347,3 +347,16 @@ async def test_transient_failures_back_off_with_jitter_up_to_four_retry_periods(
     assert all(gap <= 8 for gap in gaps)  # capped at 4 * retry_period
     assert max(gaps) >= 4  # and it grew to the cap
     assert len({round(gap, 6) for gap in gaps[4:]}) > 1  # jittered, not a fixed period
+
+
+async def test_each_stretch_of_refusals_is_judged_on_its_own(autojump_clock: trio.testing.MockClock) -> None:
+    # Refusals at 6-10, a success at 12, refusals again at 30-34: the second stretch is 4 s
+    # long, not 28 s since the first refusal, so it does not end the tenure.
+    store = FaultyStore(MemoryLeaseStore())
+    async with Elector(LEASE, identity="a", store=store) as elector, elector.leading() as lead:
+        await trio.sleep(5)
+        store.errors.extend(PermissionDenied("update forbidden") for _ in range(3))
+        await trio.sleep(24)
+        store.errors.extend(PermissionDenied("update forbidden") for _ in range(3))
+        await trio.sleep(10)
+        assert elector.is_leader and lead.term == 0
