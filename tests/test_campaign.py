@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import AsyncIterator
 
 import pytest
 import trio
@@ -386,3 +387,32 @@ async def test_renewal_round_trips_are_reported(autojump_clock: trio.testing.Moc
         stop()
         await trio.sleep(5)
     assert seen == [0.25, 0.25]  # the renewals sent at 2.25 and 4.5, and none after stop()
+
+
+class WatchEndsOnce(FaultyStore):
+    """A store whose first watch ends after its first state (a store may hand back a watch
+    that ends; the campaign opens it again)."""
+
+    ended: bool = False
+
+    async def watch(self, namespace: str, name: str) -> AsyncIterator[LeaseRecord | None]:
+        async for record in super().watch(namespace, name):
+            yield record
+            if not self.ended:
+                self.ended = True
+                return
+
+
+async def test_a_watch_that_ends_is_opened_again(autojump_clock: trio.testing.MockClock) -> None:
+    memory = MemoryLeaseStore()
+    store = WatchEndsOnce(memory)
+
+    async def steal_at(when: float) -> None:
+        await trio.sleep_until(when)
+        memory.steal(LEASE, "operator")
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(steal_at, 3.25)
+        when, lost = await lead_until_lost(store, "a")
+    assert store.ended and lost.reason == "'operator' took the lease"
+    assert when == 3.25  # seen on the watch at once, not at the next renewal (4)

@@ -393,3 +393,32 @@ async def test_nothing_waits_forever_on_a_store_that_never_answers_a_decorated_c
         await job()
     assert trio.current_time() - start <= 10 + 2
     assert not math.isnan(start)
+
+
+async def test_no_new_tenure_starts_while_guarded_code_of_the_last_one_unwinds(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    store = MemoryLeaseStore()
+    intervals = Intervals()
+
+    async def slow_to_unwind() -> None:
+        with pytest.raises(LeadershipLost):
+            async with elector.leading():
+                await guarded_forever(intervals, "a-first", unwind=5)
+
+    async def eager() -> None:
+        await trio.sleep(3.5)  # after the first tenure ended
+        async with elector.leading():  # waits for the next tenure
+            intervals.start("a-second")
+            intervals.stop("a-second")
+
+    async with Elector(LEASE, identity="a", store=store) as elector, trio.open_nursery() as nursery:
+        nursery.start_soon(slow_to_unwind)
+        nursery.start_soon(eager)
+        await trio.sleep(3)
+        thief = store.steal(LEASE, "thief")  # ends a's tenure; a's first block unwinds until 8
+        await trio.sleep(1)
+        store.put(LEASE, LeaseSpec("", 1, None, None, thief.spec.lease_transitions, released_by="thief"))
+    [(_, _, first_end), (_, second_start, _)] = sorted(intervals.closed(), key=lambda span: span[1])
+    assert first_end == 8
+    assert second_start >= first_end
