@@ -286,3 +286,65 @@ async def test_lease_decorator_inside_an_elector_for_that_lease_reuses_it(
         before = store.requests
         assert await job() == "ran"
         assert store.requests == before
+
+
+async def test_decorated_calls_pass_their_arguments_in_every_form(autojump_clock: trio.testing.MockClock) -> None:
+    store = MemoryLeaseStore()
+
+    @only_when_leading(lease=LEASE, store=store)
+    async def with_lease(a: int, *, b: int) -> int:
+        return a * 10 + b
+
+    @only_when_leading
+    async def bare(a: int, *, b: int) -> int:
+        return a * 10 + b
+
+    assert await with_lease(1, b=2) == 12  # its own campaign
+    async with Elector(LEASE, store=store) as elector:
+        await elector.wait_leading()
+        assert await with_lease(3, b=4) == 34  # reusing the Elector
+        assert await bare(5, b=6) == 56
+
+
+async def test_a_job_with_release_on_exit_releases_after_each_call(autojump_clock: trio.testing.MockClock) -> None:
+    store = MemoryLeaseStore()
+
+    @only_when_leading(lease=LEASE, store=store, identity="a", release_on_exit=True)
+    async def job() -> str:
+        return "ran"
+
+    assert await job() == "ran"
+    record = store.record(LEASE)
+    assert record is not None and (record.holder, record.spec.released_by) == (None, "a")
+
+
+async def test_bare_calls_of_one_job_do_not_overlap_under_an_elector(autojump_clock: trio.testing.MockClock) -> None:
+    results: list[str | None] = []
+
+    @only_when_leading
+    async def job() -> str:
+        await trio.sleep(5)
+        return "ran"
+
+    async def call() -> None:
+        results.append(await job())
+
+    async with Elector(LEASE, store=MemoryLeaseStore()) as elector, trio.open_nursery() as nursery:
+        await elector.wait_leading()
+        nursery.start_soon(call)
+        await trio.sleep(1)
+        nursery.start_soon(call)
+    assert results == [None, "ran"]
+
+
+async def test_a_silent_holder_is_taken_over_at_exactly_lease_duration(autojump_clock: trio.testing.MockClock) -> None:
+    store = MemoryLeaseStore()
+    store.steal(LEASE, "crashed")
+
+    @only_when_leading(lease=LEASE, store=store)
+    async def job() -> str:
+        return "ran"
+
+    assert await job() is None  # sees the holder at 0
+    await trio.sleep(15)
+    assert await job() == "ran"  # at 15.0, not a moment later
