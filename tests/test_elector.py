@@ -12,6 +12,7 @@ from lease_guard import (
     EventKind,
     LeadershipEvent,
     LeadershipLost,
+    LeaseSpec,
     MemoryLeaseStore,
     NamespaceNotFound,
     PermissionDenied,
@@ -360,3 +361,37 @@ async def test_each_stretch_of_refusals_is_judged_on_its_own(autojump_clock: tri
         store.errors.extend(PermissionDenied("update forbidden") for _ in range(3))
         await trio.sleep(10)
         assert elector.is_leader and lead.term == 0
+
+
+async def test_a_new_leader_is_announced_once_not_at_each_of_its_renewals(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    store = MemoryLeaseStore()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(_lead_for, store, "other", 20.0)
+        await trio.sleep(0.5)
+        async with Elector(LEASE, identity="me", store=store) as elector:
+            events = elector.events()
+            seen = [await events.__anext__()]
+            with trio.move_on_after(10):  # "other" renews five times meanwhile
+                async for event in events:
+                    seen.append(event)
+            await events.aclose()
+    assert seen == [LeadershipEvent(EventKind.NEW_LEADER, "other")]
+
+
+async def _lead_for(store: MemoryLeaseStore, identity: str, seconds: float) -> None:
+    async with leadership(LEASE, identity=identity, store=store):
+        await trio.sleep(seconds)
+
+
+async def test_an_exhausted_term_is_reported_once(
+    autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = MemoryLeaseStore()
+    store.put(LEASE, LeaseSpec("", 1, None, None, 2**31 - 1, released_by="old"))
+    async with Elector(LEASE, identity="me", store=store) as elector:
+        await trio.sleep(60)
+        assert not elector.is_leader
+    exhausted = [r for r in caplog.records if "int32 maximum" in r.getMessage()]
+    assert len(exhausted) == 1 and exhausted[0].levelname == "ERROR"
