@@ -6,7 +6,8 @@ rule in one place, readable in one screen and tested from tables (tests/test_lea
 
 - :meth:`LeaseView.takeable_at`: when this candidate may try to take the Lease;
 - :meth:`LeaseView.tenure_end`: whether a newly observed state ends our own tenure;
-- :meth:`LeaseView.is_ours`: whether a state is one this candidate wrote.
+- :meth:`LeaseView.is_ours`: whether a state is one this candidate wrote;
+- :meth:`LeaseView.superseded`: whether the answer to our write is older than the news.
 
 When a Lease becomes takeable
 -----------------------------
