@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import functools
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from typing import ParamSpec, TypeVar, overload
 
 from ._elector import Elector, Leadership, running_electors
@@ -22,17 +23,21 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 
-def reusable_elector(
-    lease: str,
-    *,
-    namespace: str | None,
-    identity: str | None,
-    store: LeaseStore | None,
-    lease_duration: float | None,
-    renew_deadline: float | None,
-    retry_period: float | None,
-) -> Elector | None:
-    """The innermost running Elector for ``lease`` that nothing given explicitly contradicts.
+@dataclass(frozen=True)
+class Given:
+    """What a guard was given explicitly (None: left to the default, or to a reused Elector)."""
+
+    lease: str
+    namespace: str | None
+    identity: str | None
+    store: LeaseStore | None
+    lease_duration: float | None
+    renew_deadline: float | None
+    retry_period: float | None
+
+
+def reusable_elector(given: Given) -> Elector | None:
+    """The innermost running Elector for the Lease that nothing given explicitly contradicts.
 
     An option left as None is not explicit and matches anything. ``store`` must be the very
     store the Elector uses; ``namespace`` (or, when None, the default namespace of the
@@ -40,19 +45,19 @@ def reusable_elector(
     """
     for elector in running_electors():
         campaign = elector._running()
-        if elector.lease != lease or (store is not None and store is not campaign.store):
+        if elector.lease != given.lease or (given.store is not None and given.store is not campaign.store):
             continue
-        if (namespace or campaign.store.default_namespace) != campaign.namespace:
+        if (given.namespace or campaign.store.default_namespace) != campaign.namespace:
             continue
-        if identity is not None and identity != elector.identity:
+        if given.identity is not None and given.identity != elector.identity:
             continue
         options = elector.options
         if any(
-            given is not None and given != used
-            for given, used in (
-                (lease_duration, options.lease_duration),
-                (renew_deadline, options.renew_deadline),
-                (retry_period, options.retry_period),
+            wanted is not None and wanted != used
+            for wanted, used in (
+                (given.lease_duration, options.lease_duration),
+                (given.renew_deadline, options.renew_deadline),
+                (given.retry_period, options.retry_period),
             )
         ):
             continue
@@ -128,13 +133,7 @@ async def leadership(
     )
     check_store(store)
     elector = reusable_elector(
-        options.lease,
-        namespace=namespace,
-        identity=identity,
-        store=store,
-        lease_duration=lease_duration,
-        renew_deadline=renew_deadline,
-        retry_period=retry_period,
+        Given(options.lease, namespace, identity, store, lease_duration, renew_deadline, retry_period)
     )
     if elector is not None:
         async with elector.leading() as lead:
@@ -255,20 +254,12 @@ def only_when_leading(
         release_on_exit=release_on_exit,
     )
     job = Job(options, check_store(store))
+    given = Given(options.lease, namespace, identity, store, lease_duration, renew_deadline, retry_period)
 
     def decorate(fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R | None]]:
         @functools.wraps(fn)
         async def guarded(*args: P.args, **kwargs: P.kwargs) -> R | None:
-            elector = reusable_elector(
-                options.lease,
-                namespace=namespace,
-                identity=identity,
-                store=store,
-                lease_duration=lease_duration,
-                renew_deadline=renew_deadline,
-                retry_period=retry_period,
-            )
-            return await job.call(elector, fn, *args, **kwargs)
+            return await job.call(reusable_elector(given), fn, *args, **kwargs)
 
         guarded.identity = options.identity  # type: ignore[attr-defined]
         return guarded
