@@ -26,6 +26,12 @@ from .faults import FaultyStore, Intervals
 LEASE = "jobs"
 
 
+async def steal_at(store: MemoryLeaseStore, when: float) -> None:
+    """Another client overwrites the holder at ``when``, as an operator would."""
+    await trio.sleep_until(when)
+    store.steal(LEASE, "operator")
+
+
 async def lead_until_lost(
     store: FaultyStore | MemoryLeaseStore, identity: str, **options: float
 ) -> tuple[float, LeadershipLost]:
@@ -129,12 +135,8 @@ async def test_an_answer_after_the_deadline_cannot_revive_the_tenure(
 async def test_a_steal_cancels_the_block_at_once(autojump_clock: trio.testing.MockClock) -> None:
     store = MemoryLeaseStore()
 
-    async def steal_at(when: float) -> None:
-        await trio.sleep_until(when)
-        store.steal(LEASE, "operator")
-
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(steal_at, 3.25)
+        nursery.start_soon(steal_at, store, 3.25)
         when, lost = await lead_until_lost(store, "a")
     assert when == 3.25
     assert lost.reason == "'operator' took the lease"
@@ -407,12 +409,8 @@ async def test_a_watch_that_ends_is_opened_again(autojump_clock: trio.testing.Mo
     memory = MemoryLeaseStore()
     store = WatchEndsOnce(memory)
 
-    async def steal_at(when: float) -> None:
-        await trio.sleep_until(when)
-        memory.steal(LEASE, "operator")
-
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(steal_at, 3.25)
+        nursery.start_soon(steal_at, memory, 3.25)
         when, lost = await lead_until_lost(store, "a")
     assert store.ended and lost.reason == "'operator' took the lease"
     assert when == 3.25  # seen on the watch at once, not at the next renewal (4)
