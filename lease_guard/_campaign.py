@@ -399,9 +399,9 @@ class Campaign:
     async def renew(self, tenure: Tenure) -> float:
         """One renewal attempt; returns when the next attempt is due."""
         current = self.view.record
-        if current is None:
-            self.end(tenure, "the Lease was deleted")
-            return self.clock.now()
+        # Seeing the Lease deleted ends the tenure (LeaseView.tenure_end), and hold() renews
+        # only a tenure that has not ended, with no await in between.
+        assert current is not None, "a tenure outlived the deletion of its Lease"
         spec = self._spec(term=tenure.term, acquire_time=tenure.acquire_time)
         sent_at = self.clock.now()
         retry_at = sent_at + self.options.retry_period
@@ -474,17 +474,19 @@ class Campaign:
         current = self.view.record
         if not self.view.holding(current):
             return
+        assert current is not None  # holding() says so; for the type checker
         with trio.move_on_after(self.options.retry_period):
             try:
                 try:
                     record = await self._write(current, self._release_spec(current))
                 except LeaseConflict:
-                    current = await self.store.get(self.namespace, self.options.lease)
-                    self.see(current)
-                    if not self.view.holding(current):
+                    reread = await self.store.get(self.namespace, self.options.lease)
+                    self.see(reread)
+                    if not self.view.holding(reread):
                         logger.info("%s: not ours any more; nothing to release", self.where)
                         return
-                    record = await self._write(current, self._release_spec(current))
+                    assert reread is not None
+                    record = await self._write(reread, self._release_spec(reread))
                 self.see(record)
             except LeaseStoreError as exc:
                 logger.warning("%s: release failed: %s", self.where, exc)
@@ -495,7 +497,7 @@ class Campaign:
             "%s: release timed out after %gs; the lease expires by itself", self.where, self.options.retry_period
         )
 
-    def _release_spec(self, current: LeaseRecord | None) -> LeaseSpec:
+    def _release_spec(self, current: LeaseRecord) -> LeaseSpec:
         now = micro_time()
         return LeaseSpec(
             holder="",
@@ -503,7 +505,7 @@ class Campaign:
             lease_duration_seconds=1,
             acquire_time=now,
             renew_time=now,
-            lease_transitions=current.spec.lease_transitions if current is not None else None,
+            lease_transitions=current.spec.lease_transitions,
             released_by=self.options.identity,
         )
 
@@ -547,8 +549,9 @@ class Campaign:
             previous = self.tenure
             if previous is not None and previous.guarding:
                 # A new tenure must not start while guarded code of the last one still unwinds.
-                with trio.CancelScope(shield=True):
-                    await previous.guards_exited()
+                # Not shielded: cancelled here, the campaign ends, and the Elector's exit winds
+                # the tenure down (waiting for the same scopes) before it releases anything.
+                await previous.guards_exited()
             await self.wait_for_chance()
             try:
                 tenure = await self.acquire()

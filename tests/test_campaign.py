@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import logging
 import math
+import random
 from collections.abc import AsyncIterator
 
 import pytest
@@ -15,6 +18,7 @@ from lease_guard import (
     LeaseRecord,
     LeaseSpec,
     MemoryLeaseStore,
+    PermissionDenied,
     StoreUnavailable,
     leadership,
     only_when_leading,
@@ -414,3 +418,260 @@ async def test_a_watch_that_ends_is_opened_again(autojump_clock: trio.testing.Mo
         when, lost = await lead_until_lost(store, "a")
     assert store.ended and lost.reason == "'operator' took the lease"
     assert when == 3.25  # seen on the watch at once, not at the next renewal (4)
+
+
+# -- Pinned down by the mutation run: what each of these would let through is named -------
+
+
+@pytest.fixture
+def least_jitter(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every backoff pause takes the low end of its jitter, so pauses can be checked exactly."""
+    monkeypatch.setattr(random, "uniform", lambda low, high: low)
+
+
+@pytest.mark.parametrize("verb", ["watch", "create"])
+async def test_backoff_starts_at_a_quarter_retry_period_and_doubles_to_four(
+    autojump_clock: trio.testing.MockClock, least_jitter: None, verb: str
+) -> None:
+    # Jitter takes each pause to between half and all of retry_period/4 * 2**n, capped at
+    # 4 * retry_period; at the low end of the jitter: 0.25, 0.5, 1, 2, 4, 4 (retry_period 2).
+    store = FaultyStore(MemoryLeaseStore())
+    failures = [StoreUnavailable("503") for _ in range(6)]
+    if verb == "watch":
+        store.errors.extend(failures)
+    else:
+        store.write_errors.extend(failures)
+    async with Elector(LEASE, identity="a", store=store) as elector:
+        await elector.wait_leading()
+    attempts = [at for at, seen in store.requests if seen == verb]
+    assert [later - earlier for earlier, later in itertools.pairwise(attempts)] == [0.25, 0.5, 1, 2, 4, 4]
+
+
+@pytest.mark.parametrize("verb", ["watch", "create"])
+async def test_a_retry_after_from_the_server_is_waited_out(autojump_clock: trio.testing.MockClock, verb: str) -> None:
+    store = FaultyStore(MemoryLeaseStore())
+    failure = StoreUnavailable("429 Too Many Requests", retry_after=30)
+    (store.errors if verb == "watch" else store.write_errors).append(failure)
+    async with Elector(LEASE, identity="a", store=store) as elector:
+        await elector.wait_leading()
+    attempts = [at for at, seen in store.requests if seen == verb]
+    assert len(attempts) == 2 and attempts[1] - attempts[0] == 30
+
+
+async def test_a_watch_opened_again_is_not_given_up_later(
+    autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Only the first read of a campaign is bounded by renew_deadline; a watch opened again
+    # after it ended runs as long as it delivers, without outage warnings or re-opening.
+    store = WatchEndsOnce(MemoryLeaseStore())
+    async with Elector(LEASE, identity="a", store=store) as elector:
+        await trio.sleep(60)
+        assert elector.is_leader
+    assert store.ended
+    assert [seen for _, seen in store.requests].count("watch") == 2
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+class WatchEndsAt(FaultyStore):
+    """A store whose watch ends at the given times; after each end, the next ``refusals``
+    openings of it are refused (a restarted API server refusing until its authorizer syncs)."""
+
+    def __init__(self, inner: MemoryLeaseStore, ends: list[float], refusals: int) -> None:
+        super().__init__(inner)
+        self.ends = ends
+        self.refusals = refusals
+        self.to_refuse = 0
+
+    async def watch(self, namespace: str, name: str) -> AsyncIterator[LeaseRecord | None]:
+        if self.to_refuse:
+            self.to_refuse -= 1
+            self.requests.append((trio.current_time(), "watch"))
+            raise PermissionDenied("watch forbidden")
+        records = super().watch(namespace, name)
+        end = self.ends.pop(0) if self.ends else math.inf
+        while True:
+            record: LeaseRecord | None = None
+            with trio.move_on_at(end):
+                record = await records.__anext__()
+            if trio.current_time() >= end:
+                self.to_refuse = self.refusals
+                return
+            yield record
+
+
+async def test_refused_reads_of_a_running_campaign_are_retried_and_each_stretch_judged_alone(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # The watch ends at 5 and at 31; each time the API server refuses to open it again three
+    # times (6 s of refusals, retried each retry_period). Each stretch is judged on its own:
+    # 6 s < renew_deadline, so neither ends the campaign, and the watch is back after each.
+    store = WatchEndsAt(MemoryLeaseStore(), ends=[5, 31], refusals=3)
+    async with Elector(LEASE, identity="a", store=store) as elector:
+        await trio.sleep(50)
+        assert elector.running and elector.is_leader
+    watches = [at for at, seen in store.requests if seen == "watch"]
+    assert watches == [0, 5, 7, 9, 11, 31, 33, 35, 37]
+
+
+async def test_renewals_refused_until_the_deadline_end_the_tenure_caused_by_the_refusal(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    store = FaultyStore(MemoryLeaseStore())
+    with pytest.raises(LeadershipLost) as lost:
+        async with Elector(LEASE, identity="a", store=store) as elector, elector.leading():
+            store.write_errors.extend(PermissionDenied("update forbidden") for _ in range(100))
+            await trio.sleep_forever()
+    assert isinstance(lost.value.__cause__, PermissionDenied)
+    assert trio.current_time() == 10  # renew_deadline after the acquire, the last write that succeeded
+
+
+async def test_refusals_of_create_and_update_are_separate_stretches(autojump_clock: trio.testing.MockClock) -> None:
+    # 0-4: creates refused, then one succeeds (a restarted API server's authorizer syncing).
+    # 20-24: renewals (updates) refused, then they succeed: a stretch of its own, so the
+    # tenure goes on. 40: stolen; 55-59: acquiring updates refused, then one succeeds.
+    # 100: stolen again; 115-119: refused again, and again only 4 s: taken once more.
+    memory = MemoryLeaseStore()
+    store = FaultyStore(memory)
+    terms: list[int] = []
+
+    def refuse(verb: str) -> None:
+        store.write_errors.extend(PermissionDenied(f"{verb} forbidden") for _ in range(2))
+
+    async def operator() -> None:
+        await trio.sleep_until(19)
+        refuse("update")
+        await trio.sleep_until(40)
+        memory.steal(LEASE, "x")
+        await trio.sleep_until(54.5)
+        refuse("update")
+        await trio.sleep_until(100)
+        memory.steal(LEASE, "y")
+        await trio.sleep_until(114.5)
+        refuse("update")
+
+    refuse("create")
+    async with trio.open_nursery() as nursery, Elector(LEASE, identity="a", store=store) as elector:
+        nursery.start_soon(operator)
+        for _ in range(3):
+            with contextlib.suppress(LeadershipLost):
+                async with elector.leading() as lead:
+                    terms.append(lead.term)
+                    if len(terms) < 3:
+                        await trio.sleep_forever()
+        assert elector.running
+    assert terms == [0, 2, 4]
+    assert memory.tenures(LEASE)[-1][0] == "a"
+
+
+async def test_the_written_lease_states_its_duration_and_keeps_its_acquire_time(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # Other clients (client-go, kubectl) read leaseDurationSeconds and acquireTime.
+    store = MemoryLeaseStore()
+    async with Elector(LEASE, identity="a", store=store, lease_duration=20, renew_deadline=12) as elector:
+        await elector.wait_leading()
+        first = store.record(LEASE)
+        await trio.sleep(9)
+        later = store.record(LEASE)
+    assert first is not None and later is not None
+    assert first.spec.lease_duration_seconds == later.spec.lease_duration_seconds == 20
+    assert first.spec.acquire_time is not None and later.spec.acquire_time == first.spec.acquire_time
+    assert later.spec.renew_time != first.spec.renew_time
+
+
+class ShieldedCreates(FaultyStore):
+    """A store whose creates cannot be abandoned midway: their answers arrive, however late."""
+
+    async def create(self, namespace: str, name: str, spec: LeaseSpec) -> LeaseRecord:
+        with trio.CancelScope(shield=True):
+            record = await super().create(namespace, name, spec)
+        return record
+
+
+async def test_an_acquire_answered_too_late_is_not_led_on_and_retried_after_a_backoff(
+    autojump_clock: trio.testing.MockClock, least_jitter: None
+) -> None:
+    # The create is sent at 0 and answered at 12, past its tenure's deadline (0 + 10): no
+    # tenure. The Lease is ours, so the next attempt (an update) comes after a backoff
+    # pause of retry_period/4 at the low end of its jitter: 0.25 s.
+    store = ShieldedCreates(MemoryLeaseStore(), answer_delay=12)
+    async with Elector(LEASE, identity="a", store=store) as elector:
+        await trio.sleep(1)
+        store.answer_delay = 0  # the create's answer is already on its slow way
+        await elector.wait_leading()
+        assert trio.current_time() == 12.25
+    assert [(at, seen) for at, seen in store.requests if seen != "watch"][:2] == [(0, "create"), (12.25, "update")]
+
+
+async def test_renewals_failing_until_the_deadline_end_the_tenure_caused_by_the_last_failure(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    store = FaultyStore(MemoryLeaseStore())
+
+    async def outage_from(when: float) -> None:
+        await trio.sleep_until(when)
+        store.errors.extend(StoreUnavailable(f"503 number {n}") for n in range(100))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(outage_from, 1)
+        when, lost = await lead_until_lost(store, "a")
+    assert when == 10  # renew_deadline after the acquire was sent: no renewal succeeded
+    assert lost.reason == "no renewal succeeded within renew_deadline (10s) of the last one sent"
+    assert isinstance(lost.__cause__, StoreUnavailable) and str(lost.__cause__) == "503 number 3"
+
+
+class RereadFails(FaultyStore):
+    """A store whose reads fail while ``reads_fail`` is set (the watch is separate)."""
+
+    reads_fail: bool = False
+
+    async def get(self, namespace: str, name: str) -> LeaseRecord | None:
+        if self.reads_fail:
+            self.requests.append((trio.current_time(), "get"))
+            raise StoreUnavailable("503")
+        return await super().get(namespace, name)
+
+
+@pytest.mark.parametrize("reread_fails", [False, True])
+async def test_a_renewal_conflict_is_decided_on_a_fresh_read(
+    autojump_clock: trio.testing.MockClock, reread_fails: bool
+) -> None:
+    # The renewal sent at 4 takes effect but its answer is lost, and the watch is held, so
+    # the renewal at 4 + 2 is sent on the version before it and conflicts. If the re-read
+    # shows the newer version (ours), the renewal is sent again at once, on it; if the
+    # re-read fails, the next attempt waits the usual retry_period.
+    store = RereadFails(MemoryLeaseStore())
+
+    async def lose_an_answer() -> None:
+        await trio.sleep_until(3.5)
+        store.watch_held = True
+        store.errors_after_effect.append(StoreUnavailable("connection reset"))
+        store.reads_fail = reread_fails
+
+    async with trio.open_nursery() as nursery, Elector(LEASE, identity="a", store=store) as elector:
+        nursery.start_soon(lose_an_answer)
+        await trio.sleep(8.5)
+        assert elector.is_leader
+    writes = [(at, seen) for at, seen in store.requests if seen in ("update", "get")]
+    expected_after_conflict = [(8, "update")] if reread_fails else [(6, "update")]
+    assert writes[:4] == [(2, "update"), (4, "update"), (6, "update"), (6, "get")]
+    assert writes[4:5] == expected_after_conflict
+
+
+async def test_a_release_after_a_lost_renewal_answer_keeps_the_term(autojump_clock: trio.testing.MockClock) -> None:
+    # The last renewal took effect but its answer was lost and the watch is held: the
+    # release is sent on the version before it, conflicts, re-reads, and releases the newer
+    # version, keeping its leaseTransitions (the fencing token's continuity).
+    memory = MemoryLeaseStore()
+    memory.steal(LEASE, "old")
+    memory.put(LEASE, LeaseSpec("", 15, None, None, 6, released_by="old"))
+    store = FaultyStore(memory)
+    async with Elector(LEASE, identity="a", store=store) as elector, elector.leading() as lead:
+        await trio.sleep(1.5)
+        store.watch_held = True
+        store.errors_after_effect.append(StoreUnavailable("connection reset"))
+        await trio.sleep(1)
+    record = memory.record(LEASE)
+    assert lead.term == 7
+    assert record is not None and (record.spec.holder, record.spec.released_by) == ("", "a")
+    assert record.transitions == 7
