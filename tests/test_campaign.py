@@ -675,3 +675,117 @@ async def test_a_release_after_a_lost_renewal_answer_keeps_the_term(autojump_clo
     assert lead.term == 7
     assert record is not None and (record.spec.holder, record.spec.released_by) == ("", "a")
     assert record.transitions == 7
+
+
+@pytest.mark.parametrize("slow", ["watch held", "answer after its echo"])
+async def test_a_recreated_lease_is_led_by_an_update_renew_deadline_after_the_create(
+    autojump_clock: trio.testing.MockClock, slow: str
+) -> None:
+    # The Lease a leads is deleted at 5 (its tenure ends); it is taken again once 15 s of
+    # silence have passed: created at 20, and led only from 30, by an update conditioned on
+    # the create's answer. Whether the watch says nothing meanwhile or brings the create's
+    # echo before its answer, the answer is what the update is based on.
+    memory = MemoryLeaseStore()
+    store = FaultyStore(memory)
+
+    async def operator() -> None:
+        await trio.sleep_until(5)
+        memory.delete(LEASE)
+        await trio.sleep_until(19)
+        if slow == "watch held":
+            store.watch_held = True
+        else:
+            store.answer_delay = 1
+
+    async with trio.open_nursery() as nursery, Elector(LEASE, identity="a", store=store) as elector:
+        nursery.start_soon(operator)
+        await elector.wait_leading()
+        with contextlib.suppress(LeadershipLost):
+            async with elector.leading():
+                await trio.sleep_forever()
+        await elector.wait_leading()
+        led_at = trio.current_time()
+    writes = [(at, seen) for at, seen in store.requests if seen in ("create", "update", "get") and at >= 19]
+    if slow == "watch held":
+        assert (led_at, writes[:2]) == (30, [(20, "create"), (30, "update")])
+    else:
+        assert (led_at, writes[:2]) == (32, [(20, "create"), (31, "update")])
+
+
+async def test_after_a_step_down_whose_release_finds_a_new_holder_that_holder_is_the_leader(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # The watch is held, so the candidate has not seen "x" take the Lease when it steps
+    # down: its release conflicts, the re-read shows "x", and nothing is released.
+    memory = MemoryLeaseStore()
+    store = FaultyStore(memory)
+    async with Elector(LEASE, identity="a", store=store) as elector:
+        await elector.wait_leading()
+        store.watch_held = True
+        memory.steal(LEASE, "x")
+        elector.step_down()
+        await trio.sleep(1)
+        assert (elector.leader, memory.holder(LEASE)) == ("x", "x")
+
+
+async def test_after_a_step_down_the_lease_is_taken_back_by_an_update_of_the_release(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # With the watch held, the release's answer is all the candidate knows of the Lease:
+    # lease_duration later it takes it back by updating that release, not by a create.
+    store = FaultyStore(MemoryLeaseStore())
+    async with Elector(LEASE, identity="a", store=store) as elector:
+        await elector.wait_leading()
+        store.watch_held = True
+        elector.step_down()
+        await trio.sleep(1)
+        assert not elector.is_leader
+        await elector.wait_leading()
+        assert trio.current_time() == 15
+    # Released at 0; at 15 taken back, then released again as the Elector exits.
+    assert [(at, seen) for at, seen in store.requests if seen != "watch"] == [
+        (0, "create"),
+        (0, "update"),
+        (15, "update"),
+        (15, "update"),
+    ]
+
+
+class WritesFailUntil(FaultyStore):
+    """A store whose writes fail with 503 until ``until`` (an API server down for a while)."""
+
+    def __init__(self, inner: MemoryLeaseStore, until: float) -> None:
+        super().__init__(inner)
+        self.until = until
+
+    async def _before(self, verb: str) -> None:
+        await super()._before(verb)
+        if verb in ("create", "update") and trio.current_time() < self.until:
+            raise StoreUnavailable("503 Service Unavailable")
+
+
+async def test_an_acquisition_outage_is_logged_at_its_start_each_minute_and_at_its_end(
+    autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture, least_jitter: None
+) -> None:
+    # Creates fail for 150 s (pauses 0.25, 0.5, 1, 2, 4, then 4 s each): a WARNING with the
+    # cause at the first failure, then at the first failure a minute or more after the last
+    # WARNING, and an INFO when it is over.
+    caplog.set_level(logging.INFO, logger="lease_guard")
+    store = WritesFailUntil(MemoryLeaseStore(), until=150)
+    async with Elector(LEASE, identity="a", store=store) as elector:
+        await elector.wait_leading()
+    outage = [(r.levelname, r.getMessage()) for r in caplog.records if "taking the Lease" in r.getMessage()]
+    assert outage == [
+        ("WARNING", "lease default/jobs: taking the Lease failed, retrying: 503 Service Unavailable"),
+        (
+            "WARNING",
+            "lease default/jobs: taking the Lease still failing after 64s (20 attempts), retrying: "
+            "503 Service Unavailable",
+        ),
+        (
+            "WARNING",
+            "lease default/jobs: taking the Lease still failing after 124s (35 attempts), retrying: "
+            "503 Service Unavailable",
+        ),
+        ("INFO", "lease default/jobs: taking the Lease succeeded again after 151.8s of failures"),
+    ]
