@@ -789,3 +789,30 @@ async def test_an_acquisition_outage_is_logged_at_its_start_each_minute_and_at_i
         ),
         ("INFO", "lease default/jobs: taking the Lease succeeded again after 151.8s of failures"),
     ]
+
+
+async def test_refused_creates_after_a_deletion_are_a_stretch_of_their_own(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # Creates refused at 0 and 2, the Lease created at 4. Deleted at 30 (the tenure ends);
+    # 15 s later the re-creates are refused at 45 and 47, 4 s only, so the one at 49 is made
+    # and led from renew_deadline after it.
+    memory = MemoryLeaseStore()
+    store = FaultyStore(memory)
+    store.write_errors.extend(PermissionDenied("create forbidden") for _ in range(2))
+
+    async def operator() -> None:
+        await trio.sleep_until(30)
+        memory.delete(LEASE)
+        await trio.sleep_until(44)
+        store.write_errors.extend(PermissionDenied("create forbidden") for _ in range(2))
+
+    async with trio.open_nursery() as nursery, Elector(LEASE, identity="a", store=store) as elector:
+        nursery.start_soon(operator)
+        await elector.wait_leading()
+        assert trio.current_time() == 4
+        with contextlib.suppress(LeadershipLost):
+            async with elector.leading():
+                await trio.sleep_forever()
+        await elector.wait_leading()
+        assert trio.current_time() == 49 + 10
