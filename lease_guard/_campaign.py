@@ -451,12 +451,7 @@ class Campaign:
             if tenure.end_reason is not None:
                 return
             if self.clock.now() >= tenure.deadline:
-                self.end(
-                    tenure,
-                    f"no renewal succeeded within renew_deadline ({self.options.renew_deadline:g}s) "
-                    "of the last one sent",
-                    tenure.renewal_failure,
-                )
+                self.end(tenure, tenure.expired_reason, tenure.renewal_failure)
                 return
             with trio.move_on_at(self.clock.at(tenure.deadline)):
                 next_attempt = await self.renew(tenure)

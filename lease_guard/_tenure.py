@@ -113,11 +113,15 @@ class Tenure:
             await self._no_scopes.wait()
         return not self._scopes
 
+    @property
+    def expired_reason(self) -> str:
+        """Why the tenure ended when its deadline passed."""
+        return f"no renewal succeeded within renew_deadline ({self.renew_deadline:g}s) of the last one sent"
+
     def error(self) -> LeadershipLost:
-        """The LeadershipLost raised from a guarded scope this tenure stopped."""
-        reason = self.end_reason or (
-            f"no renewal succeeded within renew_deadline ({self.renew_deadline:g}s) of the last one sent"
-        )
+        """The LeadershipLost raised from a guarded scope this tenure stopped (trio may
+        cancel a scope at the deadline before the campaign has noticed that it passed)."""
+        reason = self.end_reason or self.expired_reason
         error = LeadershipLost(
             lease=self.lease, namespace=self.namespace, identity=self.identity, term=self.term, reason=reason
         )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import logging
 
 import pytest
 import trio
@@ -388,6 +389,7 @@ async def _lead_for(store: MemoryLeaseStore, identity: str, seconds: float) -> N
 async def test_an_exhausted_term_is_reported_once(
     autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.INFO, logger="lease_guard")
     store = MemoryLeaseStore()
     exhausted_spec = LeaseSpec("", 1, None, None, 2**31 - 1, released_by="old")
     store.put(LEASE, exhausted_spec)
