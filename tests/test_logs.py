@@ -10,6 +10,7 @@ records on the ``lease_guard`` logger. Every record must format and name its Lea
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -712,3 +713,19 @@ async def test_a_decorated_call_that_cannot_decide_says_what_went_unanswered(
         await nightly()
     assert str(raised.value) == message
     assert trio.current_time() == 10
+
+
+async def test_a_skipped_call_of_a_job_without_a_qualname_names_it_by_its_repr(
+    autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def nightly(seconds: float) -> str:
+        await trio.sleep(seconds)
+        return "ran"
+
+    work = functools.partial(nightly, 5)
+    job = only_when_leading(lease=LEASE, identity="a", store=MemoryLeaseStore())(work)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(job)
+        await trio.sleep(1)
+        assert await job() is None
+    assert ("INFO", f"{WHERE}: {work!r} is still running from an earlier call; this call is skipped") in logged(caplog)
