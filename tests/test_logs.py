@@ -366,6 +366,12 @@ async def guarded_code_stuck() -> None:
     assert store.holder(LEASE) == "a"  # not released: it expires instead
 
 
+async def events_not_recordable() -> None:
+    store = FaultyStore(MemoryLeaseStore())  # no record_event: not an EventRecorder
+    async with Elector(LEASE, identity="a", store=store, record_events=True) as elector:
+        await elector.wait_leading()
+
+
 async def job_call_overlaps() -> None:
     store = MemoryLeaseStore()
 
@@ -621,6 +627,11 @@ SCENARIOS = [
             )
         ],
         id="guarded-code-stuck",
+    ),
+    pytest.param(
+        events_not_recordable,
+        [("WARNING", f"{WHERE}: record_events: FaultyStore cannot record events; ignored")],
+        id="events-not-recordable",
     ),
     pytest.param(
         job_call_overlaps,
