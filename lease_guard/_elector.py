@@ -370,7 +370,9 @@ class Elector:
                     )
                     campaign.hub.listen(recorder)
                 else:
-                    logger.warning("record_events: %s cannot record events; ignored", type(store).__name__)
+                    logger.warning(
+                        "%s: record_events: %s cannot record events; ignored", campaign.where, type(store).__name__
+                    )
             self._campaign = campaign
             token = _active.set((*_active.get(), self))
             # The block's own exception is held outside the nursery and raised after it, so an

@@ -51,6 +51,8 @@ class Job:
         self.running = False
         self._run: object = None
         self._view: LeaseView | None = None
+        self._where = f"lease {options.lease}"
+        """The Lease as the running call names it (``Campaign.where``), once that call knows its namespace."""
 
     def view(self, store: LeaseStore, namespace: str) -> LeaseView:
         """What this job has seen of the Lease across its calls in this ``trio.run`` (each run's
@@ -81,14 +83,15 @@ class Job:
         """Run ``fn`` if this replica leads now (through ``elector`` when one serves the job)."""
         if self.running:
             logger.info(
-                "lease %s: %s is still running from an earlier call; this call is skipped",
-                self.options.lease,
+                "%s: %s is still running from an earlier call; this call is skipped",
+                self._where,
                 getattr(fn, "__qualname__", fn),
             )
             return None
         self.running = True
         try:
             if elector is not None:
+                self._where = elector._running().where
                 return await call_in_elector(elector, self, fn, *args, **kwargs)
             async with self._store() as store:
                 return await self._decide_and_run(store, fn, *args, **kwargs)
@@ -102,6 +105,7 @@ class Job:
         clock = TrioClock()
         namespace = options.namespace or store.default_namespace
         campaign = Campaign(store, options, namespace, view=self.view(store, namespace), clock=clock)
+        self._where = campaign.where
         background = Background()
         result: R | None = None
         # The function's own exception is held outside the nursery, as in Elector._run.
@@ -112,7 +116,8 @@ class Job:
                     decide_by = clock.now() + options.renew_deadline
                     await nursery.start(self._follow, campaign, background)
                     if clock.now() < campaign.chance_at() or not campaign.admitted():
-                        logger.debug("%s: held by %s; not waiting", campaign.where, campaign.view.leader)
+                        leader = campaign.view.leader or "nobody"
+                        logger.debug("%s: not taking it now (leader: %s); not waiting", campaign.where, leader)
                         return None
                     with trio.move_on_at(clock.at(decide_by)) as deciding:
                         tenure = await campaign.acquire()
