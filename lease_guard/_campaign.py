@@ -209,6 +209,7 @@ class Campaign:
                         self._refused_since.pop("get", None)
                         if not started:
                             started = True
+                            give_up_at = math.inf  # it bounds the first read only
                             attempt.deadline = math.inf
                             outage.succeeded(self.clock.now())
                             task_status.started()

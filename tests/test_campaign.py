@@ -476,17 +476,20 @@ class WatchEndsAt(FaultyStore):
     """A store whose watch ends at the given times; after each end, the next ``refusals``
     openings of it are refused (a restarted API server refusing until its authorizer syncs)."""
 
-    def __init__(self, inner: MemoryLeaseStore, ends: list[float], refusals: int) -> None:
+    def __init__(
+        self, inner: MemoryLeaseStore, ends: list[float], refusals: int, refusal: type[Exception] = PermissionDenied
+    ) -> None:
         super().__init__(inner)
         self.ends = ends
         self.refusals = refusals
+        self.refusal = refusal
         self.to_refuse = 0
 
     async def watch(self, namespace: str, name: str) -> AsyncIterator[LeaseRecord | None]:
         if self.to_refuse:
             self.to_refuse -= 1
             self.requests.append((trio.current_time(), "watch"))
-            raise PermissionDenied("watch forbidden")
+            raise self.refusal("watch refused")
         records = super().watch(namespace, name)
         end = self.ends.pop(0) if self.ends else math.inf
         while True:
@@ -818,3 +821,21 @@ async def test_refused_creates_after_a_deletion_are_a_stretch_of_their_own(
                 await trio.sleep_forever()
         await elector.wait_leading()
         assert trio.current_time() == 49 + 10
+
+
+async def test_a_decorated_call_outlives_a_watch_outage_that_starts_after_its_decision(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # The bound on a decorated call's first read is not a bound on its watch: a watch that
+    # ends at 15, 25 s into a 30 s job, and cannot be re-opened for a while, is waited out
+    # (the renewals, and the tenure's deadline, are what guard the job).
+    store = WatchEndsAt(MemoryLeaseStore(), ends=[15], refusals=3, refusal=StoreUnavailable)
+
+    @only_when_leading(lease=LEASE, identity="a", store=store)
+    async def job() -> str:
+        await trio.sleep(30)
+        return "done"
+
+    assert await job() == "done"
+    assert trio.current_time() == 30
+    assert [at for at, seen in store.requests if seen == "watch"][:2] == [0, 15]
