@@ -41,6 +41,7 @@ work must be safe even then.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import weakref
@@ -82,7 +83,11 @@ class SeenLeases:
         key = id(store)
         if key not in self._seen:
             self._seen[key] = set()
-            weakref.finalize(store, self._seen.pop, key, None)
+            # Forget the store once it is collected. A store that cannot be weakly referenced
+            # (a class with __slots__) is remembered for good: at worst a later store that gets
+            # its id() waits lease_duration for a Lease it finds absent.
+            with contextlib.suppress(TypeError):
+                weakref.finalize(store, self._seen.pop, key, None)
         self._seen[key].add((namespace, name))
 
     def seen(self, store: LeaseStore, namespace: str, name: str) -> bool:

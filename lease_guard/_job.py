@@ -8,7 +8,9 @@ A call of an ``@only_when_leading(lease=...)`` function, when no running Elector
    not now, return None.
 3. Write ourselves in (a lost race returns None). Reading and writing together take at
    most renew_deadline; past it, StoreUnavailable. If the tenure ended before the
-   function could start (the Lease taken right after), return None.
+   function could start (the Lease taken right after), return None. A Lease we re-created
+   after a deletion returns None too, and later calls lead it only renew_deadline after
+   the create, as an Elector does.
 4. Run the function guarded by the tenure, renewed in the background; a loss cancels it
    and raises LeadershipLost.
 5. End the tenure; release the Lease if ``release_on_exit`` (bounded by retry_period).
@@ -22,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import math
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import ParamSpec, TypeVar
 
@@ -53,10 +56,14 @@ class Job:
         self._view: LeaseView | None = None
         self._where = f"lease {options.lease}"
         """The Lease as the running call names it (``Campaign.where``), once that call knows its namespace."""
+        self._pause_until: float
+        """Until when, on this run's clock, the job must not try to take the Lease (after it
+        re-created the Lease: renew_deadline, see ``Campaign.acquire``). Set with each view."""
 
     def view(self, store: LeaseStore, namespace: str) -> LeaseView:
-        """What this job has seen of the Lease across its calls in this ``trio.run`` (each run's
-        clock has its own origin, so monotonic times from another run mean nothing)."""
+        """What this job has seen of the Lease across its calls in this ``trio.run``, and its
+        pause (each run's clock has its own origin, so monotonic times from another run mean
+        nothing)."""
         run = trio.lowlevel.current_root_task()
         if self._view is None or run is not self._run:
             self._run = run
@@ -65,6 +72,7 @@ class Job:
                 self.options.lease_duration,
                 seen_before=seen_leases.seen(store, namespace, self.options.lease),
             )
+            self._pause_until = -math.inf
         return self._view
 
     @contextlib.asynccontextmanager
@@ -106,6 +114,7 @@ class Job:
         namespace = options.namespace or store.default_namespace
         campaign = Campaign(store, options, namespace, view=self.view(store, namespace), clock=clock)
         self._where = campaign.where
+        campaign.pause_until = self._pause_until
         background = Background()
         result: R | None = None
         # The function's own exception is held outside the nursery, as in Elector._run.
@@ -121,6 +130,7 @@ class Job:
                         return None
                     with trio.move_on_at(clock.at(decide_by)) as deciding:
                         tenure = await campaign.acquire()
+                    self._pause_until = campaign.pause_until
                     if deciding.cancelled_caught:
                         raise StoreUnavailable(
                             f"could not decide whether to run: no answer to a write of {campaign.where} "

@@ -162,6 +162,58 @@ async def test_a_holders_own_release_is_still_taken_over_at_once(autojump_clock:
     assert (who, started) == ("b", released_at)
 
 
+@pytest.mark.parametrize("candidate", ["leadership", "job"])
+async def test_a_new_candidate_waits_out_a_deletion_when_its_process_saw_the_lease_exist(
+    autojump_clock: trio.testing.MockClock, candidate: str
+) -> None:
+    """A candidate started after the delete (a re-entered leadership(), a job's first call)
+    never saw the Lease itself; it finds none, but another candidate of its process saw the
+    Lease exist, so the absence is a deletion whose holder may still run, and it waits. On a
+    store where this process never saw the Lease (a new deployment) it leads at once."""
+    store = MemoryLeaseStore()
+    cut_off = FaultyStore(store)
+    intervals = Intervals()
+
+    async def new_candidate(on: MemoryLeaseStore) -> float:
+        """When a new candidate of this process on ``on`` first runs guarded code."""
+        if candidate == "leadership":
+            async with leadership(LEASE, identity="p2", store=on):
+                intervals.start("p2")
+                intervals.stop("p2")
+                return trio.current_time()
+
+        @only_when_leading(lease=LEASE, identity="p2", store=on)
+        async def job() -> float:
+            intervals.start("p2")
+            intervals.stop("p2")
+            return trio.current_time()
+
+        for _ in range(100):  # a call every 0.5 s
+            started = await job()
+            if started is not None:
+                return started
+            await trio.sleep(0.5)
+        raise AssertionError("the job never ran")
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(follower, cut_off, "q", intervals)  # another replica leads from 0
+        await trio.sleep(0.5)
+        with trio.move_on_after(1):  # a first candidate of this process sees q hold the Lease
+            async with leadership(LEASE, identity="p1", store=store):
+                raise AssertionError("p1 led while q held the Lease")
+        await trio.sleep(3.5)  # q renewed at t=4.0: its code runs until at most 14.0
+        cut_off.stall()
+        store.delete(LEASE)
+        started = await new_candidate(store)
+        nursery.cancel_scope.cancel()
+    intervals.assert_disjoint()
+    # lease_duration after it first saw no Lease it re-creates it, and leads renew_deadline
+    # later (a holder of a copy created and deleted meanwhile stops by then)
+    assert started == 5 + 15 + 10
+    fresh_at = trio.current_time()
+    assert await new_candidate(MemoryLeaseStore()) == fresh_at
+
+
 # -- item 3: overlapping calls of one decorated job -------------------------------------------
 
 
