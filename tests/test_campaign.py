@@ -837,3 +837,32 @@ async def test_a_decorated_call_outlives_a_watch_outage_that_starts_after_its_de
     assert await job() == "done"
     assert trio.current_time() == 30
     assert [at for at, seen in store.requests if seen == "watch"][:2] == [0, 15]
+
+
+async def test_a_refusal_that_ends_a_tenure_is_the_cause_seen_by_guarded_code_that_outlived_it(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # Renewals refused from 4; the one sent at 6 hangs in a partition (5 to 15) and cannot be
+    # abandoned at the deadline (14). Its refusal at 15 comes after refusals have lasted
+    # renew_deadline, so it ends the tenure. The guarded block, stuck in a shield until 16,
+    # then learns why: the refusal is the LeadershipLost's cause.
+    store = ShieldedWrites(MemoryLeaseStore())
+    forbidden = PermissionDenied("update forbidden")
+
+    async def faults() -> None:
+        await trio.sleep_until(3)
+        store.errors.append(forbidden)
+        await trio.sleep_until(5)
+        store.stall()
+        store.errors.append(forbidden)
+        await trio.sleep_until(15)
+        store.heal()
+
+    async with trio.open_nursery() as nursery, Elector(LEASE, identity="a", store=store) as elector:
+        nursery.start_soon(faults)
+        with pytest.raises(LeadershipLost) as lost:
+            async with elector.leading():
+                with trio.CancelScope(shield=True):
+                    await trio.sleep(16)
+    assert lost.value.reason == "renewal failed: update forbidden"
+    assert lost.value.__cause__ is forbidden
