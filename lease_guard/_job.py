@@ -145,7 +145,7 @@ class Job:
                     except Exception as exc:
                         error = exc
                     finally:
-                        tenure.end("the call returned")
+                        campaign.end(tenure, "the call returned", lost=False)
                         await campaign.wind_down(tenure, release=options.release_on_exit)
                 finally:
                     background.cancel()

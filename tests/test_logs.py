@@ -636,11 +636,13 @@ SCENARIOS = [
     pytest.param(
         job_call_overlaps,
         [
+            ("INFO", f"{WHERE}: a started leading (term 0)"),
             (
                 "INFO",
                 f"{WHERE}: job_call_overlaps.<locals>.nightly is still running from an earlier call; this call is "
                 "skipped",
-            )
+            ),
+            ("INFO", f"{WHERE}: stopped leading (term 0): the call returned"),
         ],
         id="job-call-overlaps",
     ),
