@@ -407,7 +407,7 @@ class Campaign:
         current = self.view.record
         # Seeing the Lease deleted ends the tenure (LeaseView.tenure_end), and hold() renews
         # only a tenure that has not ended, with no await in between.
-        assert current is not None, "a tenure outlived the deletion of its Lease"
+        assert current is not None
         spec = self._spec(term=tenure.term, acquire_time=tenure.acquire_time)
         sent_at = self.clock.now()
         retry_at = sent_at + self.options.retry_period

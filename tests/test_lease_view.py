@@ -82,6 +82,15 @@ def test_when_a_lease_becomes_takeable(history: list[tuple[float, tuple[str, ...
     assert view.takeable_at() == takeable_at
 
 
+def test_after_a_release_with_proof_only_our_own_duration_is_waited_out() -> None:
+    # The released holder's stated duration no longer counts (its code has ended), also
+    # when ours is shorter than the 1 s a release states: a deletion after it waits 0.5 s.
+    view = LeaseView(ME, lease_duration=0.5)
+    for at, step in [(0, HELD_BY_X), (4, RELEASED_BY_X), (6, DELETED)]:
+        view.observe(record_for(step), now=at)
+    assert view.takeable_at() == 6 + 0.5
+
+
 def test_our_own_state_is_ours_at_once_and_a_duplicate_identity_is_not() -> None:
     view = LeaseView(ME, lease_duration=15.0)
     mine = state(ME)
