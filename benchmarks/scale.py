@@ -20,6 +20,8 @@ once every Elector leads:
     renewal_rtt_*    of the same renewals: from store.update called to its answer (queue + PUT)
     renewals_per_held  renewals / (held_mean * window / retry_period): 1.0 = every held lease
                      renewed every retry_period
+    renewals_per_s_5s_*  renewals answered per second over 5-second stretches of the window: min, median
+    lost_at_s        when each lost tenure ended, seconds into the window
     lost             tenures that ended during the window (should be 0)
     rss_peak_mb      VmHWM of this process
     server_cpu_fraction  with --server-pids: CPU of those processes (kube-apiserver, etcd) over
@@ -92,6 +94,7 @@ class Bench:
         self.lateness: list[float] = []
         self.renewal_rtt: list[float] = []
         self.acquisitions = 0
+        self.lost_at: list[float] = []
         self.measuring = False
         self.requests: Counter[str] = Counter()
         self.leading = 0
@@ -208,6 +211,8 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                         bench.leading -= 1
             except LeadershipLost:
                 bench.lost += 1
+                if bench.measuring:
+                    bench.lost_at.append(time.monotonic())
 
     result: dict[str, Any] = {"leases": k, "clients": n_clients, "retry_period": args.retry_period}
     try:
@@ -228,9 +233,11 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             server0 = {pid: process_cpu_seconds(pid) for pid in args.server_pids}
             c0, w0 = cpu_seconds(), time.monotonic()
             held: list[int] = []
+            answered: list[int] = []  # renewals answered by the end of each second of the window
             with trio.move_on_after(args.seconds):
                 while True:
                     held.append(bench.leading)
+                    answered.append(len(bench.renewal_rtt))
                     await trio.sleep(1.0)
             c1, w1 = cpu_seconds(), time.monotonic()
             server1 = {pid: process_cpu_seconds(pid) for pid in args.server_pids}
@@ -242,6 +249,8 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             late = sorted(bench.lateness)
             held_mean = statistics.fmean(held) if held else float(bench.leading)
             rtt = quantiles(bench.renewal_rtt)
+            # Renewals answered per second, over 5-second stretches: the throughput the held leases got.
+            per_5s = [(b - a) / 5 for a, b in zip(answered, answered[5:], strict=False)]
             result.update(
                 window_s=wall,
                 cpu_fraction=(c1 - c0) / wall,
@@ -258,7 +267,10 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                 renewal_rtt_p99=rtt[1],
                 renewal_rtt_max=rtt[2],
                 renewals_per_held=len(late) / (held_mean * wall / args.retry_period) if held_mean else None,
+                renewals_per_s_5s_min=min(per_5s, default=None),
+                renewals_per_s_5s_median=statistics.median(per_5s) if per_5s else None,
                 lost=bench.lost - lost0,
+                lost_at_s=[round(t - w0, 1) for t in bench.lost_at],
                 leading_at_end=bench.leading,
                 held_fraction=bench.leading / k,
                 held_min=min(held, default=bench.leading),
