@@ -631,6 +631,8 @@ class KubernetesLeaseStore:
         self._renewal_measured_at = -float("inf")
         #: Tenures taken through this store and not renewed since: (namespace, name) -> when taken.
         self._unrenewed: dict[tuple[str, str], float] = {}
+        #: Writes that would take a Lease, sent or queued and not answered yet.
+        self._acquiring = 0
 
     @classmethod
     def from_kubeconfig(
@@ -694,11 +696,12 @@ class KubernetesLeaseStore:
 
     @property
     def unrenewed_tenures(self) -> int:
-        """Tenures this store took (within UNRENEWED_EXPIRY) whose Lease it has not renewed since."""
+        """Tenures this store is taking (writes not answered yet) or took (within UNRENEWED_EXPIRY)
+        whose Lease it has not renewed since."""
         now = trio.current_time()
         for key in [key for key, taken in self._unrenewed.items() if now - taken > UNRENEWED_EXPIRY]:
             del self._unrenewed[key]
-        return len(self._unrenewed)
+        return self._acquiring + len(self._unrenewed)
 
     def admits_acquisition(self) -> bool:
         """True when this process has headroom for one more tenure (the AcquisitionGate protocol).
@@ -706,10 +709,10 @@ class KubernetesLeaseStore:
         False while renewals wait for a request slot, or take longer than
         ADMISSION_LATENCY from queue to answer (CPU or event-loop saturation shows there
         first), or when as many acquisitions already wait as there are slots, or while half
-        as many tenures as there are slots were taken and not yet renewed: a new tenure costs
-        nothing until its first renewal, a retry_period later, so without that bound a
-        burst of acquisitions passes before the renewal latency can show what it costs.
-        Never waits; counts and logs what it declines.
+        as many tenures as there are slots are being taken, or were taken and not renewed
+        since: a new tenure costs nothing until its first renewal, a retry_period later, so
+        without that bound a burst of acquisitions passes before the renewal latency can
+        show what it costs. Never waits; counts and logs what it declines.
         """
         reason: str | None = None
         if waiting := self._queue.waiting(Priority.RENEWAL):
@@ -722,7 +725,7 @@ class KubernetesLeaseStore:
         elif (waiting := self._queue.waiting(Priority.ACQUISITION)) >= self._queue.limit:
             reason = f"{waiting} acquisitions already wait for a request slot"
         elif (unrenewed := self.unrenewed_tenures) >= max(1, self._queue.limit // 2):
-            reason = f"{unrenewed} tenures it took have not been renewed yet (what they cost is not known yet)"
+            reason = f"{unrenewed} tenures it took or is taking have not been renewed yet (their cost is not known yet)"
         if reason is None:
             if self._declining:
                 logger.info("lease store has headroom again: admitting acquisitions")
@@ -753,11 +756,15 @@ class KubernetesLeaseStore:
 
     async def create(self, namespace: str, name: str, spec: LeaseSpec) -> LeaseRecord:
         """Create the Lease; LeaseConflict if it exists."""
+        # Counted before the first checkpoint: candidates admitted at the same moment each see the others.
+        self._acquiring += 1
         try:
             async with self._queue.slot(Priority.ACQUISITION):
                 record = _record(await self._client.create(_new_lease(namespace, name, spec)))
         except (httpx.HTTPError, OSError) as exc:
             raise translate(exc, verb="create", namespace=namespace, name=name) from exc
+        finally:
+            self._acquiring -= 1
         if spec.holder:
             self._unrenewed[namespace, name] = trio.current_time()
         return record
@@ -772,6 +779,8 @@ class KubernetesLeaseStore:
         priority = write_priority(current, spec)
         lease = _edited_lease(current, spec)
         queued_at = trio.current_time()
+        acquiring = priority is Priority.ACQUISITION and bool(spec.holder)
+        self._acquiring += acquiring  # before the first checkpoint, as in create()
         try:
             async with self._queue.slot(priority):
                 written = None
@@ -781,6 +790,8 @@ class KubernetesLeaseStore:
                     written = await self._client.replace(lease)
         except (httpx.HTTPError, OSError, trio.BrokenResourceError) as exc:
             raise translate(exc, verb="update", namespace=current.namespace, name=current.name) from exc
+        finally:
+            self._acquiring -= acquiring
         now = trio.current_time()
         if priority is Priority.RENEWAL:
             self._renewal_latency += _LATENCY_WEIGHT * (now - queued_at - self._renewal_latency)

@@ -871,7 +871,7 @@ async def test_the_store_declines_acquisitions_while_tenures_it_took_are_not_ren
         await store.update(other, SPEC)  # taken from "b": a new holder, so a new tenure
         assert store.unrenewed_tenures == 2
         assert not store.admits_acquisition()
-        assert "2 tenures it took have not been renewed yet" in caplog.records[-1].getMessage()
+        assert "2 tenures it took or is taking have not been renewed yet" in caplog.records[-1].getMessage()
         server.replies.append(ok(lease("10")))
         await store.update(CURRENT, SPEC)  # the renewal of the first: its cost is now measured
         assert store.unrenewed_tenures == 1
@@ -883,6 +883,38 @@ async def test_the_store_declines_acquisitions_while_tenures_it_took_are_not_ren
         assert store.unrenewed_tenures == 0
         assert store.admits_acquisition()
     assert store.declined_acquisitions == 2
+
+
+async def test_acquisitions_not_yet_answered_count_against_admission() -> None:
+    # Candidates admitted at the same moment each see the others' writes, answered or not.
+    answer = trio.Event()
+
+    async def held_answer(request: httpx.Request) -> httpx.Response:
+        await answer.wait()
+        return failure(409, "AlreadyExists")
+
+    async with AsyncClient(
+        KubeConfig.from_dict(kubeconfig()), namespace=NS, transport=httpx.MockTransport(held_answer)
+    ) as client:
+        store = KubernetesLeaseStore(client, max_in_flight=2)
+        taken = LeaseRecord(NS, "other", "3", dataclasses.replace(SPEC, holder="b", lease_transitions=1))
+
+        async def lose(write: Callable[[], Awaitable[object]]) -> None:
+            with pytest.raises(LeaseConflict):
+                await write()
+
+        async with trio.open_nursery() as nursery:
+            assert store.admits_acquisition()
+            nursery.start_soon(lose, lambda: store.create(NS, NAME, SPEC))
+            await trio.testing.wait_all_tasks_blocked()  # the create is sent, its answer held back
+            assert store.unrenewed_tenures == 1
+            assert not store.admits_acquisition()
+            nursery.start_soon(lose, lambda: store.update(taken, SPEC))
+            await trio.testing.wait_all_tasks_blocked()
+            assert store.unrenewed_tenures == 2
+            answer.set()
+        assert store.unrenewed_tenures == 0  # both lost their race: nothing taken
+        assert store.admits_acquisition()
 
 
 async def test_a_release_or_a_failed_acquisition_leaves_nothing_unrenewed(
