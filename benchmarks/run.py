@@ -1031,6 +1031,7 @@ def scale_chart(res: dict[str, Any], stamp: str, plt: Any) -> Path | None:
         axis.set_title(title)
         axis.grid(True, alpha=0.3)
         axis.legend()
+    cpu.set_ylim(bottom=0)
     held.set_ylim(0, 1.05)
     fig.tight_layout()
     path = RESULTS / f"{stamp}-scale.png"
