@@ -70,7 +70,8 @@ QUICK_COVERS = (
     "--quick covers: profile fast only, 5 trials per metric, every implementation: the floor, handover, "
     "handover from SIGTERM, failover after SIGKILL (and its excess over lease_duration), loss detection "
     "(from PUT sent, and returned); the scale runs K = 1, 10, 100 (30 s windows; lease_guard, then client-go "
-    "with K LeaderElectors in one process, each alone). It skips requests per minute, the steady windows "
+    "with K LeaderElectors in one process, each alone) and CPU per Lease PUT (benchmarks/put_cost.py). "
+    "It skips requests per minute, the steady windows "
     "(CPU, RSS and CPU per renewal of one leader: benchmarks/steady_cpu.py measures that alone), the default "
     "profile's latencies and K >= 250."
 )
