@@ -7,14 +7,25 @@ Prints one JSON object (last line of stdout) with, over a steady window of S sec
 once every Elector leads:
     cpu_fraction     (utime+stime of this process) / wall time: 1.0 = one core
     cpu_ms_per_renewal  CPU of the window / renewals in it (contention disturbs it less than wall time)
-    held_fraction    Electors leading at the end / K
+    held_fraction    Electors leading at the end / K (held_min, held_mean: over the window)
     declined_acquisitions  acquisitions the store refused for want of headroom (AcquisitionGate)
+                     during the window (declined_total: since the start)
+    acquisitions     writes that took a Lease (a create, or a new holder or term) in the window
     requests_per_s   HTTP requests sent by the clients (httpx request hook), by method
-    lateness_*       renewal lateness: for each Lease, (time a renewal's store.update was
+    lateness_*       renewal lateness of the leases held: for each renewal (a write that keeps
+                     the holder and term of the tenure it renews), (time its store.update was
                      called) - (previous write's call time + retry_period), the time the
-                     Elector schedules it for; max, p99, median over all renewals
+                     Elector schedules it for; max, p99, median over all renewals. Acquisition
+                     attempts of leases not held are not renewals and not in it.
+    renewal_rtt_*    of the same renewals: from store.update called to its answer (queue + PUT)
+    renewals_per_held  renewals / (held_mean * window / retry_period): 1.0 = every held lease
+                     renewed every retry_period
+    renewals_per_s_5s_*  renewals answered per second over 5-second stretches of the window: min, median
+    lost_at_s        when each lost tenure ended, seconds into the window
     lost             tenures that ended during the window (should be 0)
     rss_peak_mb      VmHWM of this process
+    server_cpu_fraction  with --server-pids: CPU of those processes (kube-apiserver, etcd) over
+                     the window, by PID, from /proc/PID/stat
 
 One KubernetesLeaseStore serves all K Electors, as an application would use it: the store
 keeps watches (one HTTP/1.1 connection each) and requests in separate connection pools.
@@ -39,7 +50,7 @@ from typing import Any
 import trio
 
 from lease_guard import Elector, KubernetesLeaseStore, LeadershipLost, LeaseRecord, LeaseSpec, StoreUnavailable
-from lease_guard.stores.kubernetes import MAX_IN_FLIGHT, _http_client
+from lease_guard.stores.kubernetes import MAX_IN_FLIGHT, Priority, _http_client, write_priority
 
 
 class TimedStore:
@@ -56,12 +67,18 @@ class TimedStore:
         return await self.inner.get(namespace, name)
 
     async def create(self, namespace: str, name: str, spec: LeaseSpec) -> LeaseRecord:
-        self.bench.wrote(name, initial=True)
+        self.bench.wrote(name, renewal=False)
         return await self.inner.create(namespace, name, spec)
 
     async def update(self, current: LeaseRecord, spec: LeaseSpec) -> LeaseRecord:
-        self.bench.wrote(current.name, initial=False)
-        return await self.inner.update(current, spec)
+        # A renewal keeps the holder and term of the tenure it renews; anything else (taking
+        # the Lease, a release) is not a renewal and starts no lateness count of its own.
+        renewal = bool(spec.holder) and write_priority(current, spec) is Priority.RENEWAL
+        called = self.bench.wrote(current.name, renewal=renewal)
+        record = await self.inner.update(current, spec)
+        if renewal and self.bench.measuring:
+            self.bench.renewal_rtt.append(time.monotonic() - called)
+        return record
 
     def watch(self, namespace: str, name: str) -> AsyncIterator[LeaseRecord | None]:
         return self.inner.watch(namespace, name)
@@ -75,6 +92,9 @@ class Bench:
         self.retry_period = retry_period
         self.last_write: dict[str, float] = {}
         self.lateness: list[float] = []
+        self.renewal_rtt: list[float] = []
+        self.acquisitions = 0
+        self.lost_at: list[float] = []
         self.measuring = False
         self.requests: Counter[str] = Counter()
         self.leading = 0
@@ -82,12 +102,31 @@ class Bench:
         self.entry_retries = 0
         self.all_leading = trio.Event()
 
-    def wrote(self, name: str, *, initial: bool) -> None:
+    def wrote(self, name: str, *, renewal: bool) -> float:
+        """Note a write of Lease `name` called now; a renewal's lateness counts from the previous write."""
         now = time.monotonic()
         prev = self.last_write.get(name)
-        if self.measuring and prev is not None and not initial:
-            self.lateness.append(now - (prev + self.retry_period))
+        if self.measuring:
+            if renewal and prev is not None:
+                self.lateness.append(now - (prev + self.retry_period))
+            elif not renewal:
+                self.acquisitions += 1
         self.last_write[name] = now
+        return now
+
+
+def quantiles(xs: list[float]) -> tuple[float | None, float | None, float | None]:
+    """Median, p99, max."""
+    if not xs:
+        return None, None, None
+    s = sorted(xs)
+    return statistics.median(s), s[min(len(s) - 1, int(0.99 * len(s)))], s[-1]
+
+
+def process_cpu_seconds(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def count_requests(store: KubernetesLeaseStore, bench: Bench) -> None:
@@ -172,6 +211,8 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                         bench.leading -= 1
             except LeadershipLost:
                 bench.lost += 1
+                if bench.measuring:
+                    bench.lost_at.append(time.monotonic())
 
     result: dict[str, Any] = {"leases": k, "clients": n_clients, "retry_period": args.retry_period}
     try:
@@ -186,17 +227,30 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             # one full renewal cycle before measuring, so every Lease has a previous write
             await trio.sleep(args.retry_period * 1.5)
             lost0 = bench.lost
+            declined0 = sum(s.declined_acquisitions for s in stores)
             bench.measuring = True
             lean0 = {id(s): Counter(s._lean.http.sent) if s._lean is not None else Counter() for s in stores}
+            server0 = {pid: process_cpu_seconds(pid) for pid in args.server_pids}
             c0, w0 = cpu_seconds(), time.monotonic()
-            await trio.sleep(args.seconds)
+            held: list[int] = []
+            answered: list[int] = []  # renewals answered by the end of each second of the window
+            with trio.move_on_after(args.seconds):
+                while True:
+                    held.append(bench.leading)
+                    answered.append(len(bench.renewal_rtt))
+                    await trio.sleep(1.0)
             c1, w1 = cpu_seconds(), time.monotonic()
+            server1 = {pid: process_cpu_seconds(pid) for pid in args.server_pids}
             bench.measuring = False
             for s in stores:  # renewals of the lean path do not pass httpx's hooks
                 if s._lean is not None:
                     bench.requests.update({m: n - lean0[id(s)][m] for m, n in s._lean.http.sent.items()})
             wall = w1 - w0
             late = sorted(bench.lateness)
+            held_mean = statistics.fmean(held) if held else float(bench.leading)
+            rtt = quantiles(bench.renewal_rtt)
+            # Renewals answered per second, over 5-second stretches: the throughput the held leases got.
+            per_5s = [(b - a) / 5 for a, b in zip(answered, answered[5:], strict=False)]
             result.update(
                 window_s=wall,
                 cpu_fraction=(c1 - c0) / wall,
@@ -204,15 +258,28 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                 requests_by_method={m: n / wall for m, n in bench.requests.items()},
                 renewals=len(late),
                 expected_renewals=k * wall / args.retry_period,
+                expected_renewals_held=held_mean * wall / args.retry_period,
                 lateness_max=late[-1] if late else None,
                 lateness_p99=late[min(len(late) - 1, int(0.99 * len(late)))] if late else None,
                 lateness_median=statistics.median(late) if late else None,
                 cpu_ms_per_renewal=(c1 - c0) / len(late) * 1000 if late else None,
+                renewal_rtt_median=rtt[0],
+                renewal_rtt_p99=rtt[1],
+                renewal_rtt_max=rtt[2],
+                renewals_per_held=len(late) / (held_mean * wall / args.retry_period) if held_mean else None,
+                renewals_per_s_5s_min=min(per_5s, default=None),
+                renewals_per_s_5s_median=statistics.median(per_5s) if per_5s else None,
                 lost=bench.lost - lost0,
+                lost_at_s=[round(t - w0, 1) for t in bench.lost_at],
                 leading_at_end=bench.leading,
                 held_fraction=bench.leading / k,
+                held_min=min(held, default=bench.leading),
+                held_mean=held_mean,
+                acquisitions=bench.acquisitions,
                 entry_retries=bench.entry_retries,
-                declined_acquisitions=sum(s.declined_acquisitions for s in stores),
+                declined_acquisitions=sum(s.declined_acquisitions for s in stores) - declined0,
+                declined_total=sum(s.declined_acquisitions for s in stores),
+                server_cpu_fraction={str(pid): (server1[pid] - server0[pid]) / wall for pid in args.server_pids},
                 load_average=os.getloadavg(),
                 rss_peak_mb=vm_hwm_mb(),
             )
@@ -237,6 +304,12 @@ if __name__ == "__main__":
     p.add_argument("--startup-concurrency", type=int, default=50)
     p.add_argument("--prefix", default=f"scale-{os.getpid()}")
     p.add_argument("--max-in-flight", type=int, default=MAX_IN_FLIGHT, help="requests on the wire per store")
+    p.add_argument(
+        "--server-pids",
+        type=lambda v: [int(x) for x in v.split(",") if x],
+        default=[],
+        help="comma-separated PIDs (kube-apiserver, etcd) whose CPU over the window to report",
+    )
     out = trio.run(main, p.parse_args())
     print(json.dumps(out), flush=True)
     sys.exit(0)

@@ -100,6 +100,9 @@ MAX_IN_FLIGHT = 64
 ADMISSION_LATENCY = 0.25
 #: Weight of the newest renewal in the running mean of renewal latency.
 _LATENCY_WEIGHT = 0.2
+#: A tenure this store took and has not seen renewed counts against admission for at most this
+#: long (seconds): one that goes unrenewed for longer has ended, or renews too rarely to matter.
+UNRENEWED_EXPIRY = 30.0
 #: Bound on closing one client in :meth:`KubernetesLeaseStore.aclose`, even when cancelled.
 CLOSE_TIMEOUT = 5.0
 
@@ -559,9 +562,10 @@ class KubernetesLeaseStore:
     Many Leases, one store: at most `max_in_flight` requests are on the wire at once; the
     others queue with renewals (and releases) first, then reads, then acquisitions. The
     store is an :class:`~lease_guard.stores.AcquisitionGate`: while renewals wait for a slot
-    or take longer than ADMISSION_LATENCY from queue to answer, it declines new
-    acquisitions (counted in :attr:`declined_acquisitions`, logged at WARNING when it starts
-    declining), so a process with more Leases than its CPU can renew keeps the ones it holds.
+    or take longer than ADMISSION_LATENCY from queue to answer, or while half as many
+    tenures as there are slots were taken and not yet renewed, it declines new acquisitions
+    (counted in :attr:`declined_acquisitions`, logged at WARNING when it starts declining),
+    so a process with more Leases than its CPU can renew keeps the ones it holds.
 
     Example::
 
@@ -625,6 +629,10 @@ class KubernetesLeaseStore:
         self._declining = False
         self._renewal_latency = 0.0
         self._renewal_measured_at = -float("inf")
+        #: Tenures taken through this store and not renewed since: (namespace, name) -> when taken.
+        self._unrenewed: dict[tuple[str, str], float] = {}
+        #: Writes that would take a Lease, sent or queued and not answered yet.
+        self._acquiring = 0
 
     @classmethod
     def from_kubeconfig(
@@ -686,13 +694,25 @@ class KubernetesLeaseStore:
             return 0.0  # no renewals lately: an old measurement says nothing about now
         return self._renewal_latency
 
+    @property
+    def unrenewed_tenures(self) -> int:
+        """Tenures this store is taking (writes not answered yet) or took (within UNRENEWED_EXPIRY)
+        whose Lease it has not renewed since."""
+        now = trio.current_time()
+        for key in [key for key, taken in self._unrenewed.items() if now - taken > UNRENEWED_EXPIRY]:
+            del self._unrenewed[key]
+        return self._acquiring + len(self._unrenewed)
+
     def admits_acquisition(self) -> bool:
         """True when this process has headroom for one more tenure (the AcquisitionGate protocol).
 
         False while renewals wait for a request slot, or take longer than
         ADMISSION_LATENCY from queue to answer (CPU or event-loop saturation shows there
-        first), or when as many acquisitions already wait as there are slots.
-        Never waits; counts and logs what it declines.
+        first), or when as many acquisitions already wait as there are slots, or while half
+        as many tenures as there are slots are being taken, or were taken and not renewed
+        since: a new tenure costs nothing until its first renewal, a retry_period later, so
+        without that bound a burst of acquisitions passes before the renewal latency can
+        show what it costs. Never waits; counts and logs what it declines.
         """
         reason: str | None = None
         if waiting := self._queue.waiting(Priority.RENEWAL):
@@ -704,6 +724,8 @@ class KubernetesLeaseStore:
             )
         elif (waiting := self._queue.waiting(Priority.ACQUISITION)) >= self._queue.limit:
             reason = f"{waiting} acquisitions already wait for a request slot"
+        elif (unrenewed := self.unrenewed_tenures) >= max(1, self._queue.limit // 2):
+            reason = f"{unrenewed} tenures it took or is taking have not been renewed yet (their cost is not known yet)"
         if reason is None:
             if self._declining:
                 logger.info("lease store has headroom again: admitting acquisitions")
@@ -734,11 +756,18 @@ class KubernetesLeaseStore:
 
     async def create(self, namespace: str, name: str, spec: LeaseSpec) -> LeaseRecord:
         """Create the Lease; LeaseConflict if it exists."""
+        # Counted before the first checkpoint: candidates admitted at the same moment each see the others.
+        self._acquiring += 1
         try:
             async with self._queue.slot(Priority.ACQUISITION):
-                return _record(await self._client.create(_new_lease(namespace, name, spec)))
+                record = _record(await self._client.create(_new_lease(namespace, name, spec)))
         except (httpx.HTTPError, OSError) as exc:
             raise translate(exc, verb="create", namespace=namespace, name=name) from exc
+        finally:
+            self._acquiring -= 1
+        if spec.holder:
+            self._unrenewed[namespace, name] = trio.current_time()
+        return record
 
     async def update(self, current: LeaseRecord, spec: LeaseSpec) -> LeaseRecord:
         """Write `spec` into the Lease `current` was read from, if it is still at ``current.resource_version``.
@@ -750,6 +779,8 @@ class KubernetesLeaseStore:
         priority = write_priority(current, spec)
         lease = _edited_lease(current, spec)
         queued_at = trio.current_time()
+        acquiring = priority is Priority.ACQUISITION and bool(spec.holder)
+        self._acquiring += acquiring  # before the first checkpoint, as in create()
         try:
             async with self._queue.slot(priority):
                 written = None
@@ -759,10 +790,15 @@ class KubernetesLeaseStore:
                     written = await self._client.replace(lease)
         except (httpx.HTTPError, OSError, trio.BrokenResourceError) as exc:
             raise translate(exc, verb="update", namespace=current.namespace, name=current.name) from exc
+        finally:
+            self._acquiring -= acquiring
+        now = trio.current_time()
         if priority is Priority.RENEWAL:
-            now = trio.current_time()
             self._renewal_latency += _LATENCY_WEIGHT * (now - queued_at - self._renewal_latency)
             self._renewal_measured_at = now
+            self._unrenewed.pop((current.namespace, current.name), None)
+        elif spec.holder:
+            self._unrenewed[current.namespace, current.name] = now
         return _record(written)
 
     async def record_event(self, namespace: str, name: str, *, reason: str, message: str, identity: str) -> None:

@@ -38,6 +38,7 @@ from lease_guard.stores._http1 import Http1Client
 from lease_guard.stores.kubernetes import (
     ADMISSION_LATENCY,
     RELEASED_BY_ANNOTATION,
+    UNRENEWED_EXPIRY,
     WATCH_GRACE,
     WATCH_RETRY_DELAY,
     WATCH_TIMEOUT,
@@ -851,6 +852,82 @@ async def test_the_store_declines_acquisitions_while_renewals_are_slow(
         await trio.sleep(60)  # no renewals since: the old measurement no longer counts
         assert slow.admits_acquisition()
     assert store.admits_acquisition()  # fast renewals (none yet) leave room
+
+
+async def test_the_store_declines_acquisitions_while_tenures_it_took_are_not_renewed_yet(
+    autojump_clock: trio.testing.MockClock, server: FakeApiServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A new tenure costs nothing until its first renewal: half as many unrenewed tenures as
+    # there are request slots stop admission until their renewals show what they cost.
+    async with AsyncClient(
+        KubeConfig.from_dict(kubeconfig()), namespace=NS, transport=httpx.MockTransport(server)
+    ) as client:
+        store = KubernetesLeaseStore(client, max_in_flight=4)
+        other = LeaseRecord(NS, "other", "3", dataclasses.replace(SPEC, holder="b", lease_transitions=1))
+        server.replies += [ok(lease("8")), ok(lease("9"))]
+        await store.create(NS, NAME, SPEC)
+        assert store.unrenewed_tenures == 1
+        assert store.admits_acquisition()
+        await store.update(other, SPEC)  # taken from "b": a new holder, so a new tenure
+        assert store.unrenewed_tenures == 2
+        assert not store.admits_acquisition()
+        assert "2 tenures it took or is taking have not been renewed yet" in caplog.records[-1].getMessage()
+        server.replies.append(ok(lease("10")))
+        await store.update(CURRENT, SPEC)  # the renewal of the first: its cost is now measured
+        assert store.unrenewed_tenures == 1
+        assert store.admits_acquisition()
+        server.replies.append(ok(lease("11")))
+        await store.create(NS, "third", SPEC)
+        assert not store.admits_acquisition()
+        await trio.sleep(UNRENEWED_EXPIRY + 1)  # never renewed: those tenures ended, they count no more
+        assert store.unrenewed_tenures == 0
+        assert store.admits_acquisition()
+    assert store.declined_acquisitions == 2
+
+
+async def test_acquisitions_not_yet_answered_count_against_admission() -> None:
+    # Candidates admitted at the same moment each see the others' writes, answered or not.
+    answer = trio.Event()
+
+    async def held_answer(request: httpx.Request) -> httpx.Response:
+        await answer.wait()
+        return failure(409, "AlreadyExists")
+
+    async with AsyncClient(
+        KubeConfig.from_dict(kubeconfig()), namespace=NS, transport=httpx.MockTransport(held_answer)
+    ) as client:
+        store = KubernetesLeaseStore(client, max_in_flight=2)
+        taken = LeaseRecord(NS, "other", "3", dataclasses.replace(SPEC, holder="b", lease_transitions=1))
+
+        async def lose(write: Callable[[], Awaitable[object]]) -> None:
+            with pytest.raises(LeaseConflict):
+                await write()
+
+        async with trio.open_nursery() as nursery:
+            assert store.admits_acquisition()
+            nursery.start_soon(lose, lambda: store.create(NS, NAME, SPEC))
+            await trio.testing.wait_all_tasks_blocked()  # the create is sent, its answer held back
+            assert store.unrenewed_tenures == 1
+            assert not store.admits_acquisition()
+            nursery.start_soon(lose, lambda: store.update(taken, SPEC))
+            await trio.testing.wait_all_tasks_blocked()
+            assert store.unrenewed_tenures == 2
+            answer.set()
+        assert store.unrenewed_tenures == 0  # both lost their race: nothing taken
+        assert store.admits_acquisition()
+
+
+async def test_a_release_or_a_failed_acquisition_leaves_nothing_unrenewed(
+    server: FakeApiServer, store: KubernetesLeaseStore
+) -> None:
+    server.replies += [failure(409, "AlreadyExists"), ok(lease("8")), ok(lease("9", holder=""))]
+    with pytest.raises(LeaseConflict):
+        await store.create(NS, NAME, SPEC)
+    assert store.unrenewed_tenures == 0
+    await store.create(NS, NAME, SPEC)
+    assert store.unrenewed_tenures == 1
+    await store.update(CURRENT, dataclasses.replace(SPEC, holder=None, released_by="a"))
+    assert store.unrenewed_tenures == 0
 
 
 # --- the lean renewal path ----------------------------------------------------------------------
