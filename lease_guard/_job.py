@@ -128,9 +128,11 @@ class Job:
                         leader = campaign.view.leader or "nobody"
                         logger.debug("%s: not taking it now (leader: %s); not waiting", campaign.where, leader)
                         return None
-                    with trio.move_on_at(clock.at(decide_by)) as deciding:
-                        tenure = await campaign.acquire()
-                    self._pause_until = campaign.pause_until
+                    try:
+                        with trio.move_on_at(clock.at(decide_by)) as deciding:
+                            tenure = await campaign.acquire()
+                    finally:
+                        self._pause_until = campaign.pause_until
                     if deciding.cancelled_caught:
                         raise StoreUnavailable(
                             f"could not decide whether to run: no answer to a write of {campaign.where} "

@@ -866,3 +866,39 @@ async def test_a_refusal_that_ends_a_tenure_is_the_cause_seen_by_guarded_code_th
                     await trio.sleep(16)
     assert lost.value.reason == "renewal failed: update forbidden"
     assert lost.value.__cause__ is forbidden
+
+
+@pytest.mark.parametrize("how", ["answer lost", "no answer"])
+async def test_a_recreate_whose_answer_is_lost_is_led_no_sooner_than_one_answered(
+    autojump_clock: trio.testing.MockClock, how: str
+) -> None:
+    # The Lease a leads is deleted at 5; a re-creates it at 20, and the create takes effect
+    # but its answer is lost (a reset connection) or comes too late (after renew_deadline).
+    # The echo of the create on the watch makes the Lease a's, but a holder
+    # that created the Lease while the create travelled, and was cut off and deleted in
+    # turn, may run until renew_deadline after that: a leads only renew_deadline after it
+    # learnt that the create went unanswered, not after the next backoff pause.
+    memory = MemoryLeaseStore()
+    store = FaultyStore(memory)
+
+    async def operator() -> None:
+        await trio.sleep_until(5)
+        memory.delete(LEASE)
+        await trio.sleep_until(19)
+        if how == "answer lost":
+            store.errors_after_effect.append(StoreUnavailable("connection reset"))
+        else:
+            store.answer_delay = 12  # past the create's deadline, 30
+            await trio.sleep_until(21)
+            store.answer_delay = 0
+
+    async with trio.open_nursery() as nursery, Elector(LEASE, identity="a", store=store) as elector:
+        nursery.start_soon(operator)
+        await elector.wait_leading()
+        with contextlib.suppress(LeadershipLost):
+            async with elector.leading():
+                await trio.sleep_forever()
+        await elector.wait_leading()
+        led_at = trio.current_time()
+    assert memory.tenures(LEASE)[-1][0] == "a"
+    assert led_at == (20 + 10 if how == "answer lost" else 20 + 10 + 10)
