@@ -395,9 +395,10 @@ class Campaign:
     def _unanswered(self, *, recreating: bool) -> None:
         """A write with no answer may still have taken effect, and its echo make the Lease
         ours. A re-create that did must be led no sooner than renew_deadline after it (see
-        :meth:`acquire`): it came before now, so wait as if it had been answered now."""
+        :meth:`acquire`): it came before now, so the view holds our state back as if it had
+        been answered now. A Lease still absent may be created again meanwhile."""
         if recreating:
-            self.pause_until = max(self.pause_until, self.clock.now() + self.options.renew_deadline)
+            self.view.unanswered_create(self.clock.now() + self.options.renew_deadline)
 
     def end(self, tenure: Tenure, reason: str, cause: BaseException | None = None, *, lost: bool = True) -> None:
         """End ``tenure`` (cancelling its guarded scopes) and say so: a loss at WARNING, an end
@@ -570,13 +571,13 @@ class Campaign:
                 tenure = await self.acquire()
             except StoreUnavailable as exc:
                 outage.failed(self.clock.now(), exc)
-                self.pause_until = max(self.pause_until, self.clock.now() + self._backoff.next(exc.retry_after))
+                self.pause_until = self.clock.now() + self._backoff.next(exc.retry_after)
                 continue
             except PermissionDenied as exc:
                 verb = "create" if self.view.record is None else "update"
                 if not self._refusal_is_transient(verb, exc):
                     raise
-                self.pause_until = max(self.pause_until, self.clock.now() + self.options.retry_period)
+                self.pause_until = self.clock.now() + self.options.retry_period
                 continue
             outage.succeeded(self.clock.now())
             self._backoff.reset()

@@ -36,6 +36,10 @@ has certainly ended. It knows that in three ways, and no other:
    deployment leads at once. (A Lease created and deleted before this process first looked,
    while its holder was cut off, is the one case we cannot see; the holder's fencing token
    still protects downstream systems. See docs/concepts.md.)
+
+A state we wrote ourselves is takeable at once (renewing it is how we lead), except one a
+re-create of ours may have made when its answer never came: that one only renew_deadline
+after we stopped waiting for the answer, as if the create had been answered then.
 """
 
 from __future__ import annotations
@@ -72,6 +76,9 @@ class LeaseView:
         self.first_state_absent = False
         self.changes = 0
         """How many new states have been observed: tells a write's answer from later news."""
+        self.ours_takeable_from = -math.inf
+        """When a state of ours may be taken: a re-create whose answer never came may have
+        made one, to be led only renew_deadline after it (see ``Campaign.acquire``)."""
         self._written_versions: collections.deque[str] = collections.deque(maxlen=REMEMBERED_WRITES)
         self._sent_specs: collections.deque[LeaseSpec] = collections.deque(maxlen=REMEMBERED_WRITES)
 
@@ -84,6 +91,10 @@ class LeaseView:
     def written(self, record: LeaseRecord) -> None:
         """Remember the version a write of ours produced."""
         self._written_versions.append(record.resource_version)
+
+    def unanswered_create(self, takeable_from: float) -> None:
+        """A create of ours went unanswered: a state of ours is takeable from ``takeable_from``."""
+        self.ours_takeable_from = max(self.ours_takeable_from, takeable_from)
 
     def is_ours(self, record: LeaseRecord | None) -> bool:
         """The state is one this candidate wrote (not merely one naming our identity)."""
@@ -150,7 +161,7 @@ class LeaseView:
             return math.inf  # no larger fencing token exists
         if record is not None and record.holder is not None:
             if self.holding(record):
-                return -math.inf
+                return self.ours_takeable_from
             return self.changed_at + self.duration(record)
         if record is not None and record.spec.released_by:
             return -math.inf

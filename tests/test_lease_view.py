@@ -91,6 +91,18 @@ def test_after_a_release_with_proof_only_our_own_duration_is_waited_out() -> Non
     assert view.takeable_at() == 6 + 0.5
 
 
+def test_our_own_state_from_an_unanswered_create_is_takeable_only_renew_deadline_later() -> None:
+    view = LeaseView(ME, lease_duration=15.0)
+    view.observe(state("x"), now=0)
+    view.observe(None, now=4)  # deleted
+    mine = state(ME, term=0)
+    view.sending(mine.spec)
+    view.unanswered_create(takeable_from=30 + 10)  # the create's answer never came; gave up at 30
+    assert view.takeable_at() == 4 + 15  # still absent: it may be created again meanwhile
+    view.observe(mine, now=31)  # the create's echo
+    assert view.holding(mine) and view.takeable_at() == 40
+
+
 def test_our_own_state_is_ours_at_once_and_a_duplicate_identity_is_not() -> None:
     view = LeaseView(ME, lease_duration=15.0)
     mine = state(ME)
