@@ -350,8 +350,7 @@ class Campaign:
                 # No answer, or one that does not say whether the write took effect.
                 self._unanswered(recreating=recreating)
                 raise
-        if timeout.cancelled_caught:
-            self._unanswered(recreating=recreating)
+        if timeout.cancelled_caught:  # (the write was cancelled: _unanswered has been told)
             raise StoreUnavailable(
                 f"no answer to a write of {self.where} within renew_deadline ({self.options.renew_deadline:g}s)"
             )
