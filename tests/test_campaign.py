@@ -7,7 +7,7 @@ import itertools
 import logging
 import math
 import random
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 import trio
@@ -680,6 +680,20 @@ async def test_a_release_after_a_lost_renewal_answer_keeps_the_term(autojump_clo
     assert record.transitions == 7
 
 
+async def lead_lose_and_lead_again(store: FaultyStore, operator: Callable[[], Awaitable[None]]) -> tuple[float, float]:
+    """Lead as "a" while ``operator`` runs, until the tenure is lost; return when "a" first
+    led and when it led again."""
+    async with trio.open_nursery() as nursery, Elector(LEASE, identity="a", store=store) as elector:
+        nursery.start_soon(operator)
+        await elector.wait_leading()
+        first = trio.current_time()
+        with contextlib.suppress(LeadershipLost):
+            async with elector.leading():
+                await trio.sleep_forever()
+        await elector.wait_leading()
+        return first, trio.current_time()
+
+
 @pytest.mark.parametrize("slow", ["watch held", "answer after its echo"])
 async def test_a_recreated_lease_is_led_by_an_update_renew_deadline_after_the_create(
     autojump_clock: trio.testing.MockClock, slow: str
@@ -700,14 +714,7 @@ async def test_a_recreated_lease_is_led_by_an_update_renew_deadline_after_the_cr
         else:
             store.answer_delay = 1
 
-    async with trio.open_nursery() as nursery, Elector(LEASE, identity="a", store=store) as elector:
-        nursery.start_soon(operator)
-        await elector.wait_leading()
-        with contextlib.suppress(LeadershipLost):
-            async with elector.leading():
-                await trio.sleep_forever()
-        await elector.wait_leading()
-        led_at = trio.current_time()
+    _, led_at = await lead_lose_and_lead_again(store, operator)
     writes = [(at, seen) for at, seen in store.requests if seen in ("create", "update", "get") and at >= 19]
     if slow == "watch held":
         assert (led_at, writes[:2]) == (30, [(20, "create"), (30, "update")])
@@ -810,15 +817,7 @@ async def test_refused_creates_after_a_deletion_are_a_stretch_of_their_own(
         await trio.sleep_until(44)
         store.write_errors.extend(PermissionDenied("create forbidden") for _ in range(2))
 
-    async with trio.open_nursery() as nursery, Elector(LEASE, identity="a", store=store) as elector:
-        nursery.start_soon(operator)
-        await elector.wait_leading()
-        assert trio.current_time() == 4
-        with contextlib.suppress(LeadershipLost):
-            async with elector.leading():
-                await trio.sleep_forever()
-        await elector.wait_leading()
-        assert trio.current_time() == 49 + 10
+    assert await lead_lose_and_lead_again(store, operator) == (4, 49 + 10)
 
 
 async def test_a_decorated_call_outlives_a_watch_outage_that_starts_after_its_decision(
@@ -892,13 +891,6 @@ async def test_a_recreate_whose_answer_is_lost_is_led_no_sooner_than_one_answere
             await trio.sleep_until(21)
             store.answer_delay = 0
 
-    async with trio.open_nursery() as nursery, Elector(LEASE, identity="a", store=store) as elector:
-        nursery.start_soon(operator)
-        await elector.wait_leading()
-        with contextlib.suppress(LeadershipLost):
-            async with elector.leading():
-                await trio.sleep_forever()
-        await elector.wait_leading()
-        led_at = trio.current_time()
+    _, led_at = await lead_lose_and_lead_again(store, operator)
     assert memory.tenures(LEASE)[-1][0] == "a"
     assert led_at == (20 + 10 if how == "answer lost" else 20 + 10 + 10)
