@@ -30,6 +30,11 @@ queued by priority: renewals and releases first, then reads, then acquisitions; 
 request pool keeps exactly that many connections alive, so a burst never opens new TLS
 connections nor makes the pool scan hundreds of waiters.
 
+Once a store follows ``shared_watch_from`` (8) Leases of one namespace, it follows further
+ones there through one shared watch of all the namespace's Leases (one LIST, then one
+watch: :class:`_SharedWatch`) rather than one watch (one connection, one task, one TLS
+session) per Lease; where listing the namespace's Leases is refused it keeps to one each.
+
 Renewals of a store that made its own clients take a leaner path: a PUT over h11 and
 trio's TLS on kept-alive connections (``_http1``), with the request client's TLS settings
 and credentials; everything else, and renewals through a client passed in, go through
@@ -94,6 +99,8 @@ WATCH_GRACE = 5.0
 WATCH_RETRY_DELAY = 0.5
 WATCH_RETRY_MAX_DELAY = 30.0
 
+#: A store that follows this many Leases of a namespace follows further ones through one shared watch.
+SHARED_WATCH_FROM = 8
 #: Requests one store has on the wire at once; the rest wait in its priority queue.
 MAX_IN_FLIGHT = 64
 #: A store declines new acquisitions while its renewals take longer than this from queue to answer.
@@ -592,6 +599,15 @@ class KubernetesLeaseStore:
             then re-reads the Lease and re-opens the watch. A follower whose watch is dead
             misses changes until then, but never anything that would make it unsafe: its
             expiry timer runs on silence.
+        shared_watch_from: once the store follows this many Leases of one namespace, it
+            follows further ones through one watch of all the namespace's Leases (a LIST,
+            then one watch), instead of one watch (one connection) each: far less work for
+            this process and for the API server when a process holds many Leases. That
+            needs ``list`` and ``watch`` on leases in the namespace, not limited by
+            resourceNames; without them (403) each Lease keeps a watch of its own, logged
+            once. None: always one watch per Lease. Leave it above the number of Leases
+            you elect in a namespace whose other Leases change often (kube-node-lease,
+            kube-system): the shared watch reads their changes too.
 
     Raises:
         ConfigurationError: no client was given and none can be made from the environment.
@@ -604,9 +620,19 @@ class KubernetesLeaseStore:
         watch_client: AsyncClient | None = None,
         max_in_flight: int = MAX_IN_FLIGHT,
         watch_timeout: float = WATCH_TIMEOUT,
+        shared_watch_from: int | None = SHARED_WATCH_FROM,
     ) -> None:
         if watch_timeout < 1:
             raise ConfigurationError(f"watch_timeout must be at least 1 second, got {watch_timeout}")
+        if shared_watch_from is not None and (isinstance(shared_watch_from, bool) or shared_watch_from < 1):
+            raise ConfigurationError(
+                f"shared_watch_from must be a number of Leases, at least 1, or None, got {shared_watch_from!r}"
+            )
+        self._shared_watch_from = shared_watch_from
+        #: Watches of one Lease each, by namespace; the shared watch of a namespace; namespaces refusing one.
+        self._followers: collections.Counter[str] = collections.Counter()
+        self._shared: dict[str, _SharedWatch] = {}
+        self._shared_refused: set[str] = set()
         self._queue = _RequestQueue(max_in_flight)
         self._watch_timeout = watch_timeout
         self._owned: list[AsyncClient] = []
@@ -643,6 +669,7 @@ class KubernetesLeaseStore:
         namespace: str | None = None,
         max_in_flight: int = MAX_IN_FLIGHT,
         watch_timeout: float = WATCH_TIMEOUT,
+        shared_watch_from: int | None = SHARED_WATCH_FROM,
     ) -> KubernetesLeaseStore:
         """A store for the cluster of a kubeconfig file, as kubectl's ``--kubeconfig``,
         ``--context`` and ``--namespace`` would pick it. Blocks while it reads the file.
@@ -660,6 +687,7 @@ class KubernetesLeaseStore:
             watch_client=_make_client(config, namespace, WATCH_LIMITS),
             max_in_flight=max_in_flight,
             watch_timeout=watch_timeout,
+            shared_watch_from=shared_watch_from,
         )
         store._owned = [store._client, store._watch_client]
         if _LeanRenewals.usable(config):
@@ -675,8 +703,11 @@ class KubernetesLeaseStore:
         """Close the clients this store made.
 
         Each is closed even when the caller is cancelled (shielded), for at most
-        CLOSE_TIMEOUT seconds each; cancellation is delivered after.
+        CLOSE_TIMEOUT seconds each; cancellation is delivered after. Shared watches stop;
+        their followers raise LeaseStoreError.
         """
+        for shared in list(self._shared.values()):
+            shared._end(LeaseStoreError(f"the lease store was closed while following leases of {shared.namespace}"))
         for client in self._owned:
             with trio.CancelScope(shield=True, deadline=trio.current_time() + CLOSE_TIMEOUT):
                 await client.close()
@@ -846,16 +877,77 @@ class KubernetesLeaseStore:
         seconds after its requested end is a dead connection: it is dropped, the Lease is
         re-read and the watch re-opened. Failures are retried after watch_backoff() pauses
         (jittered, doubling up to WATCH_RETRY_MAX_DELAY); 410 Gone is re-read at once.
+
+        Once this store follows `shared_watch_from` Leases of a namespace, further ones are
+        followed through one watch of all the namespace's Leases (see :class:`_SharedWatch`);
+        the values yielded are the same.
         """
-        record = await self.get(namespace, name)
-        yield record
-        version = record.resource_version if record else None
+        shared = self._shared_watch(namespace)
+        if shared is not None:
+            async with contextlib.aclosing(shared.follow(name)) as values:
+                async for value in values:
+                    yield value
+            # The shared watch was refused (no list/watch on the namespace's Leases): one of our own.
+        self._followers[namespace] += 1
+        try:
+            async with contextlib.aclosing(self._resumable_watch(namespace, name)) as changes:
+                async for change in changes:
+                    if isinstance(change, _Reread):
+                        yield change.records.get(name)
+                    else:
+                        yield None if change.type == "DELETED" else _record(change.lease)
+        finally:
+            self._followers[namespace] -= 1
+
+    def _shared_watch(self, namespace: str) -> _SharedWatch | None:
+        """The shared watch of the namespace's Leases to join: None for a watch of one's own."""
+        shared = self._shared.get(namespace)
+        if shared is not None:
+            return shared
+        if (
+            self._shared_watch_from is None
+            or namespace in self._shared_refused
+            or self._followers[namespace] + 1 < self._shared_watch_from
+        ):
+            return None
+        shared = self._shared[namespace] = _SharedWatch(self, namespace)
+        trio.lowlevel.spawn_system_task(shared.run, name=f"lease_guard shared watch of namespace {namespace}")
+        return shared
+
+    async def _read(self, namespace: str, name: str | None) -> tuple[dict[str, LeaseRecord], str | None]:
+        """The Lease `name` (or all the namespace's Leases, for None) by name, and the version read at."""
+        if name is not None:
+            record = await self.get(namespace, name)
+            return ({name: record} if record else {}), (record.resource_version if record else None)
+        http = _http_client(self._client)
+        try:
+            async with self._queue.slot(Priority.READ):
+                response = await http.get(f"apis/coordination.k8s.io/v1/namespaces/{namespace}/leases")
+                response.raise_for_status()
+            leases = _decode_lease_list(response.content)
+        except (httpx.HTTPError, OSError, msgspec.DecodeError) as exc:
+            raise translate(exc, verb="list", namespace=namespace, name="*") from exc
+        records = {record.name: record for record in map(_record, leases.items or ())}
+        return records, leases.metadata.resourceVersion
+
+    async def _resumable_watch(self, namespace: str, name: str | None) -> AsyncGenerator[_Reread | _Change, None]:
+        """Read, then watch from the version read: a `_Reread` first and after every gap, `_Change`s between.
+
+        `name` None watches all the namespace's Leases. The first read's failures are
+        raised; later ones are retried (see :meth:`watch`). PermissionDenied and
+        NamespaceNotFound are raised whenever they come.
+        """
+        where = f"lease {namespace}/{name}" if name is not None else f"the shared watch of namespace {namespace}"
+        records, version = await self._read(namespace, name)
+        yield _Reread(records)
         http = _http_client(self._watch_client)
         path = f"apis/coordination.k8s.io/v1/namespaces/{namespace}/leases"
         failures = 0
         while True:
             server_timeout = int(self._watch_timeout * (1 + random.random()))
-            params = {"watch": "true", "fieldSelector": f"metadata.name={name}", "timeoutSeconds": str(server_timeout)}
+            params = {"watch": "true", "timeoutSeconds": str(server_timeout)}
+            if name is not None:
+                params["fieldSelector"] = f"metadata.name={name}"
             if version is not None:
                 # Bookmarks only when resuming from a version: kube-apiserver 1.37 sends a watch
                 # opened without one, with bookmarks, its first bookmark and then nothing more.
@@ -891,29 +983,26 @@ class KubernetesLeaseStore:
                         raise _watch_error(request, msgspec.json.decode(event.object))
                     lease = _decode_lease(event.object)
                     version = (lease.metadata.resourceVersion if lease.metadata else None) or version
-                    if event.type == "DELETED":
-                        yield None
-                    elif event.type in ("ADDED", "MODIFIED"):
-                        yield _record(lease)
+                    if event.type in ("ADDED", "MODIFIED", "DELETED"):
+                        yield _Change(event.type, lease)
                     # BOOKMARK: only its resourceVersion, taken above.
                 continue
             except _Silent:
                 logger.info(
-                    "lease %s/%s: the watch stayed silent %.0f s past the end it asked of the server: "
+                    "%s: the watch stayed silent %.0f s past the end it asked of the server: "
                     "its connection is presumed dead; re-reading",
-                    namespace,
-                    name,
+                    where,
                     WATCH_GRACE,
                 )
                 failures += 1
             except (httpx.HTTPError, OSError, trio.BrokenResourceError, msgspec.DecodeError) as exc:
-                failure = translate(exc, verb="watch", namespace=namespace, name=name)
+                failure = translate(exc, verb="watch", namespace=namespace, name=name or "*")
                 if isinstance(exc, httpx.HTTPStatusError) and _status(exc)[0] == 410:
-                    logger.debug("lease %s/%s: watch expired (410 Gone); re-reading", namespace, name)
+                    logger.debug("%s: watch expired (410 Gone); re-reading", where)
                 elif isinstance(failure, (PermissionDenied, NamespaceNotFound)):
                     raise failure from exc
                 else:
-                    logger.info("lease %s/%s: watch interrupted, resuming: %s", namespace, name, failure)
+                    logger.info("%s: watch interrupted, resuming: %s", where, failure)
                     failures += 1
             finally:
                 if response is not None:
@@ -924,14 +1013,178 @@ class KubernetesLeaseStore:
             # Re-read, so nothing that happened while the watch was down is missed.
             while True:
                 try:
-                    record = await self.get(namespace, name)
+                    records, version = await self._read(namespace, name)
                     break
                 except StoreUnavailable as exc:
                     failures += 1
-                    logger.info("lease %s/%s: cannot re-read yet: %s", namespace, name, exc)
+                    logger.info("%s: cannot re-read yet: %s", where, exc)
                     await trio.sleep(watch_backoff(failures, random.random()))
-            version = record.resource_version if record else None
-            yield record
+            yield _Reread(records)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Reread:
+    """The watched Leases as just read, by name: a watch's start, and its restart after a gap."""
+
+    records: dict[str, LeaseRecord]
+
+
+@dataclasses.dataclass(frozen=True)
+class _Change:
+    """One ADDED, MODIFIED or DELETED event of a watch."""
+
+    type: str
+    lease: Lease
+
+
+class _LeaseListMeta(msgspec.Struct):
+    resourceVersion: str | None = None
+
+
+class _LeaseList(msgspec.Struct):
+    metadata: _LeaseListMeta
+    items: list[Lease] | None = None  # the server leaves out an empty list's items
+
+
+_decode_lease_list = msgspec.json.Decoder(_LeaseList).decode
+
+
+class _Follower:
+    """One ``watch()`` of a Lease fed by a shared watch: the states to yield, in order."""
+
+    __slots__ = ("ended", "failure", "pending", "wakeup")
+
+    def __init__(self) -> None:
+        self.pending: collections.deque[LeaseRecord | None] = collections.deque()
+        self.wakeup = trio.Event()
+        self.ended = False
+        self.failure: LeaseStoreError | None = None
+
+    def put(self, record: LeaseRecord | None) -> None:
+        self.pending.append(record)
+        self.wakeup.set()
+
+
+class _SharedWatch:
+    """All the Leases of one namespace followed through one watch, for every ``watch()`` of one of them.
+
+    A process that holds many Leases of a namespace would otherwise keep one watch (one
+    HTTP/1.1 connection, one TLS session, one task reading it) per Lease, and the API
+    server would offer every Lease's change to every one of those watches. This is one
+    LIST, then one watch from the version listed, resumed as :meth:`KubernetesLeaseStore.watch`
+    resumes its own, and re-listed after a gap; each follower of a Lease gets its state
+    from the last list or event, then every change of it, in order. Its first state comes
+    from what the shared watch has seen, not from a read of its own: as fresh as the
+    stream (a watch of one's own is as stale from its second state on).
+
+    It runs in a trio system task (a store has no nursery of its own) from its first
+    follower to its last, and never lets an exception out: a failure of its first list is
+    handed to the followers waiting for it, who raise it as their own first read would; a
+    refusal (403: no list or watch on the namespace's Leases, e.g. RBAC rules limited by
+    resourceNames) makes them, and the store from then on, fall back to a watch of each
+    Lease, and is logged once.
+    """
+
+    def __init__(self, store: KubernetesLeaseStore, namespace: str) -> None:
+        self.store = store
+        self.namespace = namespace
+        self.records: dict[str, LeaseRecord] = {}
+        self.listed = False
+        self.followers: dict[str, list[_Follower]] = collections.defaultdict(list)
+        self.count = 0
+        self.scope = trio.CancelScope()
+
+    async def follow(self, name: str) -> AsyncGenerator[LeaseRecord | None, None]:
+        """The Lease's state, then its changes; returns if the shared watch is refused (fall back)."""
+        follower = _Follower()
+        self.followers[name].append(follower)
+        self.count += 1
+        if self.listed:
+            follower.put(self.records.get(name))
+        try:
+            while True:
+                while follower.pending:
+                    yield follower.pending.popleft()
+                if follower.failure is not None:
+                    raise follower.failure
+                if follower.ended:
+                    return
+                await follower.wakeup.wait()
+                follower.wakeup = trio.Event()
+        finally:
+            self._leave(name, follower)
+
+    def _leave(self, name: str, follower: _Follower) -> None:
+        followers = self.followers[name]
+        followers.remove(follower)
+        if not followers:
+            del self.followers[name]
+        self.count -= 1
+        if self.count == 0:
+            self._stop()
+
+    def _stop(self) -> None:
+        self.scope.cancel()
+        if self.store._shared.get(self.namespace) is self:
+            del self.store._shared[self.namespace]
+
+    async def run(self) -> None:
+        with self.scope:
+            try:
+                async with contextlib.aclosing(self.store._resumable_watch(self.namespace, None)) as changes:
+                    async for change in changes:
+                        if isinstance(change, _Reread):
+                            self._reread(change.records)
+                        else:
+                            self._change(change)
+            except PermissionDenied as exc:
+                if self.namespace not in self.store._shared_refused:
+                    self.store._shared_refused.add(self.namespace)
+                    logger.info(
+                        "leases of namespace %s: following each through a watch of its own, as listing and "
+                        "watching all the namespace's Leases was refused (%s). Grant list and watch on leases "
+                        "in the namespace to follow them through one watch.",
+                        self.namespace,
+                        str(exc).splitlines()[0],
+                    )
+                self._end(None)
+            except LeaseStoreError as exc:
+                self._end(exc)
+            except Exception as exc:  # never out of a system task: that would crash the whole trio run
+                self._end(LeaseStoreError(f"the shared watch of namespace {self.namespace} failed: {exc!r}"))
+        self._end(None)
+
+    def _end(self, failure: LeaseStoreError | None) -> None:
+        self._stop()
+        for followers in self.followers.values():
+            for follower in followers:
+                if not follower.ended:
+                    follower.ended, follower.failure = True, failure
+                    follower.wakeup.set()
+
+    def _reread(self, records: dict[str, LeaseRecord]) -> None:
+        before, self.records = self.records, records
+        first, self.listed = not self.listed, True
+        for name, followers in self.followers.items():
+            record = records.get(name)
+            old = before.get(name)
+            if first or (record.resource_version if record else None) != (old.resource_version if old else None):
+                for follower in followers:
+                    follower.put(record)
+
+    def _change(self, change: _Change) -> None:
+        metadata = change.lease.metadata
+        name = metadata.name if metadata is not None else None
+        if not name:
+            return
+        record: LeaseRecord | None
+        if change.type == "DELETED":
+            self.records.pop(name, None)
+            record = None
+        else:
+            record = self.records[name] = _record(change.lease)
+        for follower in self.followers.get(name, ()):
+            follower.put(record)
 
 
 def _request_limits(max_in_flight: int) -> httpx.Limits:

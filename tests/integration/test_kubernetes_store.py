@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import itertools
 import json
+import logging
 import re
 from collections.abc import AsyncIterator, Iterator
 from typing import TYPE_CHECKING, Any
@@ -649,3 +651,120 @@ async def test_a_watch_of_a_missing_lease_sees_its_creation_and_every_change_aft
                         pass
     finally:
         await store.aclose()
+
+
+# --- the shared watch of a namespace's Leases ---------------------------------------------------
+
+
+async def open_lease_watches(kube: KubeServer) -> float:
+    """Watches of Leases the API server has open now, from its own metrics (apiserver_longrunning_requests)."""
+    client = kube.admin_client(namespace=kube.namespace)
+    try:
+        response = await _http_client(client).get("/metrics")
+        response.raise_for_status()
+    finally:
+        await client.close()
+    total = 0.0
+    for line in response.text.splitlines():
+        if (
+            line.startswith("apiserver_longrunning_requests{")
+            and 'resource="leases"' in line
+            and 'verb="WATCH"' in line
+        ):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+async def test_electors_of_many_leases_share_one_watch_and_a_steal_or_deletion_ends_only_its_own(
+    kube: KubeServer,
+) -> None:
+    """Ten Electors of one namespace on one store: the first follows its Lease through a watch of
+    its own, the other nine through one shared watch (shared_watch_from=2). Another client's
+    steal and deletion still cut off the holder they hit at once, and no other."""
+    count = 10
+    prefix = fresh_lease()
+    store = KubernetesLeaseStore.from_kubeconfig(
+        str(kube.admin_kubeconfig), namespace=kube.namespace, shared_watch_from=2
+    )
+    leading: set[int] = set()
+    all_leading = trio.Event()
+    ended: dict[int, tuple[float, str]] = {}
+    both_ended = trio.Event()
+    watches_before = await open_lease_watches(kube)
+
+    async def candidate(i: int) -> None:
+        try:
+            async with leadership(f"{prefix}-{i}", identity=f"shared-{i}", store=store, **FAST):
+                leading.add(i)
+                if len(leading) == count:
+                    all_leading.set()
+                await trio.sleep_forever()
+        except LeadershipLost as exc:
+            ended[i] = (trio.current_time(), str(exc))
+            if len(ended) == 2:
+                both_ended.set()
+
+    try:
+        async with trio.open_nursery() as nursery:
+            for i in range(count):
+                nursery.start_soon(candidate, i)
+            with trio.fail_after(60):
+                await all_leading.wait()
+            # Two watches for ten Leases: one of its own (the first Lease), one shared.
+            assert await open_lease_watches(kube) - watches_before <= 2
+            stolen_at: list[float] = []
+            await put_raw_lease(kube, f"{prefix}-3", {"holderIdentity": "operator"}, None, stolen_at)
+            admin = kube.admin_client(namespace=kube.namespace)
+            try:
+                deleted_at = trio.current_time()
+                await admin.delete(Lease, f"{prefix}-6")
+            finally:
+                await admin.close()
+            with trio.fail_after(10):
+                await both_ended.wait()
+            # Two more renewal periods: the others keep leading.
+            await trio.sleep(2 * FAST["retry_period"])
+            nursery.cancel_scope.cancel()
+    finally:
+        await store.aclose()
+    assert set(ended) == {3, 6}, ended
+    assert "'operator' took the lease" in ended[3][1]
+    assert ended[3][0] - stolen_at[0] < 0.5, ended[3][0] - stolen_at[0]
+    assert "the Lease was deleted" in ended[6][1]
+    assert ended[6][0] - deleted_at < 0.5, ended[6][0] - deleted_at
+
+
+async def test_an_identity_allowed_only_its_leases_by_name_falls_back_to_a_watch_per_lease(
+    kube: KubeServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The least-privilege Role of examples/deploy/rbac.yaml, for several Leases: no list, and
+    watch only by name. The shared watch is refused (403), said once; every Lease is led."""
+    count = 4
+    prefix = fresh_lease()
+    names = [f"{prefix}-{i}" for i in range(count)]
+    rules = [
+        PolicyRule(apiGroups=["coordination.k8s.io"], resources=["leases"], verbs=["create"]),
+        PolicyRule(
+            apiGroups=["coordination.k8s.io"],
+            resources=["leases"],
+            resourceNames=names,
+            verbs=["get", "update", "watch"],
+        ),
+    ]
+    kubeconfig = await trio.to_thread.run_sync(kube.kubeconfig_for_rules, f"by-name-{prefix}", rules)
+    store = KubernetesLeaseStore.from_kubeconfig(str(kubeconfig), namespace=kube.namespace, shared_watch_from=1)
+    caplog.set_level(logging.INFO, logger="lease_guard")
+    try:
+        async with trio.open_nursery() as nursery:
+            for i, name in enumerate(names):
+                nursery.start_soon(functools.partial(renewals_of, kube, store, name, f"by-name-{i}"))
+    finally:
+        await store.aclose()
+    fallbacks = [r.getMessage() for r in caplog.records if "through a watch of its own" in r.getMessage()]
+    assert len(fallbacks) == 1, fallbacks
+    assert "(403)" in fallbacks[0]
+
+
+async def renewals_of(kube: KubeServer, store: KubernetesLeaseStore, name: str, identity: str) -> None:
+    async with leadership(name, identity=identity, store=store, **FAST):
+        await renewals_seen(kube, name, identity, 2)
