@@ -12,7 +12,8 @@ at the server under its own ServiceAccount), builds the peers
 CLOCK_MONOTONIC timestamps; this script timestamps its own actions with time.monotonic()
 (the same clock). Raw results go to benchmarks/results/results-<stamp>.json, charts to
 benchmarks/results/*.png, the report to BENCHMARKS.md: only between its GENERATED_BEGIN and
-GENERATED_END markers, so the sections written there by hand stay (see merge_report).
+GENERATED_END markers, so the sections written there by hand stay (see merge_report); a
+partial run (--only, --skip) writes its JSON only, for --render to merge with others.
 
 The latency trials of every (implementation, profile) pair run side by side, each pair on its
 own Leases and in its own thread, and so do the request-count windows. The steady-state
@@ -1315,13 +1316,24 @@ def print_table(res: dict[str, Any]) -> None:
     print("\n".join(res.get("targets", [])))
 
 
-def finish(res: dict[str, Any], json_path: Path) -> None:
+def finish(res: dict[str, Any], json_path: Path, *, partial: bool = False) -> None:
+    """Write the results JSON and, unless the run left metrics or peers out, BENCHMARKS.md's tables.
+
+    A partial run (``--only``, ``--skip``) would replace the tables of a whole run with its
+    few rows: its results go to the JSON only; ``--render`` merges it with others.
+    """
     res["targets"] = check_targets(res)
     with contextlib.suppress(Exception):
         res["charts"] = charts(res, json_path.stem.removeprefix("results-"))
     json_path.write_text(json.dumps(res, indent=1))
-    write_report(REPO / "BENCHMARKS.md", render(res, json_path.name))
     print_table(res)
+    if partial:
+        log(
+            f"wrote {json_path}; a partial run (--only/--skip) leaves BENCHMARKS.md as it is: "
+            f"merge it in with --render RESULTS.json [MORE.json ...]"
+        )
+        return
+    write_report(REPO / "BENCHMARKS.md", render(res, json_path.name))
     log(f"wrote {json_path} and {REPO / 'BENCHMARKS.md'}")
 
 
@@ -1556,7 +1568,7 @@ def main() -> int:
         res["not_measured"].append("the run was interrupted; later metrics are missing")
     res["elapsed_s"] = time.monotonic() - t_begin
     res["loadavg_end"] = Path("/proc/loadavg").read_text().strip()
-    finish(res, json_path)
+    finish(res, json_path, partial=bool(args.only or skip))
     return 0
 
 

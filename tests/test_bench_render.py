@@ -87,3 +87,21 @@ def test_the_committed_report_has_one_generated_region() -> None:
     out = merge(report, "replaced")
     assert out.startswith(report.partition(BEGIN)[0])
     assert out.endswith(report.partition(END)[2])
+
+
+@pytest.mark.parametrize("partial", [True, False])
+def test_a_partial_run_writes_its_results_but_leaves_the_report_alone(
+    partial: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    report = tmp_path / "BENCHMARKS.md"
+    report.write_text(f"# by hand\n\n{BEGIN}\nold tables\n{END}\n")
+    monkeypatch.setattr(run, "REPO", tmp_path)
+    monkeypatch.setattr(run, "render", lambda res, name: "new tables\n")
+    monkeypatch.setattr(run, "charts", lambda res, stem: [])
+    monkeypatch.setattr(run, "check_targets", lambda res: [])
+    monkeypatch.setattr(run, "print_table", lambda res: None)
+    results = tmp_path / "results-x.json"
+    run.finish({"impls": []}, results, partial=partial)
+    assert results.exists()
+    assert ("old tables" in report.read_text()) is partial
+    assert ("new tables" in report.read_text()) is not partial
