@@ -105,6 +105,10 @@ SHARED_WATCH_FROM = 8
 MAX_IN_FLIGHT = 64
 #: A store declines new acquisitions while its renewals take longer than this from queue to answer.
 ADMISSION_LATENCY = 0.25
+#: After its renewals were seen falling behind (waiting for a slot, or slow), a store declines
+#: acquisitions until they have kept up this long (seconds): a saturated process has moments in
+#: which no renewal happens to wait, and admitting in each of them would creep past capacity.
+ADMISSION_SETTLE = 10.0
 #: Weight of the newest renewal in the running mean of renewal latency.
 _LATENCY_WEIGHT = 0.2
 #: A tenure this store took and has not seen renewed counts against admission for at most this
@@ -659,6 +663,8 @@ class KubernetesLeaseStore:
         self._unrenewed: dict[tuple[str, str], float] = {}
         #: Writes that would take a Lease, sent or queued and not answered yet.
         self._acquiring = 0
+        #: When renewals were last seen falling behind (see ADMISSION_SETTLE).
+        self._behind_at = -float("inf")
 
     @classmethod
     def from_kubeconfig(
@@ -739,19 +745,28 @@ class KubernetesLeaseStore:
 
         False while renewals wait for a request slot, or take longer than
         ADMISSION_LATENCY from queue to answer (CPU or event-loop saturation shows there
-        first), or when as many acquisitions already wait as there are slots, or while half
-        as many tenures as there are slots are being taken, or were taken and not renewed
-        since: a new tenure costs nothing until its first renewal, a retry_period later, so
-        without that bound a burst of acquisitions passes before the renewal latency can
-        show what it costs. Never waits; counts and logs what it declines.
+        first), and for ADMISSION_SETTLE seconds after either was last seen; or when as
+        many acquisitions already wait as there are slots; or while half as many tenures
+        as there are slots are being taken, or were taken and not renewed since: a new
+        tenure costs nothing until its first renewal, a retry_period later, so without that
+        bound a burst of acquisitions passes before the renewal latency can show what it
+        costs. Never waits; counts and logs what it declines.
         """
         reason: str | None = None
+        now = trio.current_time()
         if waiting := self._queue.waiting(Priority.RENEWAL):
             reason = f"{waiting} renewals wait for one of its {self._queue.limit} request slots"
         elif (latency := self.renewal_latency) > ADMISSION_LATENCY:
             reason = (
                 f"its renewals take {latency * 1000:.0f} ms from queue to answer "
                 f"(over {ADMISSION_LATENCY * 1000:.0f} ms)"
+            )
+        if reason is not None:
+            self._behind_at = now
+        elif now - self._behind_at < ADMISSION_SETTLE:
+            reason = (
+                f"its renewals fell behind {now - self._behind_at:.1f} s ago; it admits again once they "
+                f"have kept up for {ADMISSION_SETTLE:g} s"
             )
         elif (waiting := self._queue.waiting(Priority.ACQUISITION)) >= self._queue.limit:
             reason = f"{waiting} acquisitions already wait for a request slot"

@@ -37,6 +37,7 @@ from lease_guard.stores import AcquisitionGate
 from lease_guard.stores._http1 import Http1Client
 from lease_guard.stores.kubernetes import (
     ADMISSION_LATENCY,
+    ADMISSION_SETTLE,
     RELEASED_BY_ANNOTATION,
     UNRENEWED_EXPIRY,
     WATCH_GRACE,
@@ -812,7 +813,7 @@ async def test_a_waiter_cancelled_as_it_is_handed_a_slot_passes_it_on() -> None:
 
 
 async def test_the_store_declines_acquisitions_while_renewals_wait_and_counts_them(
-    server: FakeApiServer, caplog: pytest.LogCaptureFixture
+    autojump_clock: trio.testing.MockClock, server: FakeApiServer, caplog: pytest.LogCaptureFixture
 ) -> None:
     config = KubeConfig.from_dict(kubeconfig())
     async with AsyncClient(config, namespace=NS, transport=httpx.MockTransport(server)) as client:
@@ -827,8 +828,14 @@ async def test_the_store_declines_acquisitions_while_renewals_wait_and_counts_th
             assert not store.admits_acquisition()
             assert not store.admits_acquisition()
             release.set()
+        # The renewal went out: none waits now, but a lull is no headroom until it lasts.
+        behind_until = trio.current_time() + ADMISSION_SETTLE
+        assert not store.admits_acquisition()
+        await trio.sleep_until(behind_until - 0.1)
+        assert not store.admits_acquisition()
+        await trio.sleep_until(behind_until)
         assert store.admits_acquisition()
-    assert store.declined_acquisitions == 2
+    assert store.declined_acquisitions == 4
     warnings = [r for r in caplog.records if "declining new acquisitions" in r.getMessage()]
     assert len(warnings) == 1  # once per episode
     assert "1 renewals wait" in warnings[0].getMessage()
