@@ -87,9 +87,11 @@ KINDS: Final = (
 )
 #: The release proof lease_guard writes with an empty holder; a forced release leaves it out.
 RELEASED_BY: Final = "lease-guard.io/released-by"
-#: The RBAC of the candidates' token identity.
+#: The RBAC of the candidates' token identity ("list" for lease_guard's shared watch, when asked for).
 RULES: Final = [
-    PolicyRule(apiGroups=["coordination.k8s.io"], resources=["leases"], verbs=["create", "get", "update", "watch"])
+    PolicyRule(
+        apiGroups=["coordination.k8s.io"], resources=["leases"], verbs=["create", "get", "list", "update", "watch"]
+    )
 ]
 
 
@@ -847,13 +849,19 @@ async def run_campaign(
     candidates: int = 3,
     log_dir: Path | None = None,
     progress: Callable[[str], None] = lambda line: None,
+    lease_guard_args: Sequence[str] = (),
 ) -> Report:
-    """Run schedules (``schedules(n)`` returns the n-th one, or None to stop) on `kube`."""
+    """Run schedules (``schedules(n)`` returns the n-th one, or None to stop) on `kube`.
+
+    `lease_guard_args` go to every lease_guard candidate (benchmarks/peers/lease-guard/peer.py).
+    """
     if kube.local is None:
         raise RuntimeError("the real layer needs the local harness (its certificates, API-server restarts)")
     log_dir = log_dir or LOG_ROOT / time.strftime("%Y%m%d-%H%M%S")
     log_dir.mkdir(parents=True, exist_ok=True)
     peers = await trio.to_thread.run_sync(build_peers, impls)
+    if "lease-guard" in peers:
+        peers["lease-guard"] = [*peers["lease-guard"], *lease_guard_args]
     token = await trio.to_thread.run_sync(candidate_token, kube)
     report = Report(list(impls), {impl: ImplResult() for impl in impls}, log_dir=log_dir)
     started = time.monotonic()
@@ -943,6 +951,11 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--impl", default="lease-guard,client-go", help=f"comma-separated, of {','.join(IMPLS)}")
     parser.add_argument("--candidates", type=int, default=3)
+    parser.add_argument(
+        "--shared-watch",
+        action="store_true",
+        help="lease_guard candidates follow their Lease through the shared watch of the namespace's Leases",
+    )
     args = parser.parse_args()
     impls = [i.strip() for i in args.impl.split(",") if i.strip()]
     unknown = [i for i in impls if i not in IMPLS]
@@ -970,6 +983,7 @@ def main() -> int:
                 schedules=schedules,
                 candidates=args.candidates,
                 progress=lambda line: print(line, flush=True),
+                lease_guard_args=["--shared-watch-from", "1"] if args.shared_watch else [],
             )
         )
     print()

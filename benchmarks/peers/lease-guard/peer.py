@@ -27,7 +27,7 @@ from typing import Any
 import trio
 
 from lease_guard import Elector, KubernetesLeaseStore, LeadershipLost
-from lease_guard.stores.kubernetes import _http_client
+from lease_guard.stores.kubernetes import SHARED_WATCH_FROM, _http_client
 
 
 def say(event: str, **fields: object) -> None:
@@ -52,7 +52,9 @@ def install_counter(store: KubernetesLeaseStore) -> collections.Counter[str]:
 
 
 async def main(args: argparse.Namespace) -> None:
-    store = KubernetesLeaseStore.from_kubeconfig(args.kubeconfig, namespace=args.namespace)
+    store = KubernetesLeaseStore.from_kubeconfig(
+        args.kubeconfig, namespace=args.namespace, shared_watch_from=args.shared_watch_from
+    )
     counts = install_counter(store) if args.count_requests else None
 
     def report() -> None:
@@ -116,4 +118,10 @@ if __name__ == "__main__":
     p.add_argument("--renew-deadline", type=float, default=10.0)
     p.add_argument("--retry-period", type=float, default=2.0)
     p.add_argument("--count-requests", action="store_true")
+    p.add_argument(
+        "--shared-watch-from",
+        type=int,
+        default=SHARED_WATCH_FROM,
+        help="KubernetesLeaseStore's shared_watch_from: 1 follows the Lease through the namespace's shared watch",
+    )
     trio.run(main, p.parse_args())
