@@ -105,9 +105,11 @@ SHARED_WATCH_FROM = 8
 MAX_IN_FLIGHT = 64
 #: A store declines new acquisitions while its renewals take longer than this from queue to answer.
 ADMISSION_LATENCY = 0.25
-#: After its renewals were seen falling behind (waiting for a slot, or slow), a store declines
-#: acquisitions until they have kept up this long (seconds): a saturated process has moments in
-#: which no renewal happens to wait, and admitting in each of them would creep past capacity.
+#: After its renewals were seen slow (over ADMISSION_LATENCY), a store declines acquisitions
+#: until that has not been seen for this long (seconds): a saturated process has moments in
+#: which its renewals look fast, and admitting in each of them creeps past capacity. Renewals
+#: waiting for a slot decline only while they wait: leases taken together renew together, so
+#: short queues come and go far below capacity.
 ADMISSION_SETTLE = 10.0
 #: Weight of the newest renewal in the running mean of renewal latency.
 _LATENCY_WEIGHT = 0.2
@@ -745,7 +747,7 @@ class KubernetesLeaseStore:
 
         False while renewals wait for a request slot, or take longer than
         ADMISSION_LATENCY from queue to answer (CPU or event-loop saturation shows there
-        first), and for ADMISSION_SETTLE seconds after either was last seen; or when as
+        first), and for ADMISSION_SETTLE seconds after they were last seen slow; or when as
         many acquisitions already wait as there are slots; or while half as many tenures
         as there are slots are being taken, or were taken and not renewed since: a new
         tenure costs nothing until its first renewal, a retry_period later, so without that
@@ -757,16 +759,15 @@ class KubernetesLeaseStore:
         if waiting := self._queue.waiting(Priority.RENEWAL):
             reason = f"{waiting} renewals wait for one of its {self._queue.limit} request slots"
         elif (latency := self.renewal_latency) > ADMISSION_LATENCY:
+            self._behind_at = now
             reason = (
                 f"its renewals take {latency * 1000:.0f} ms from queue to answer "
                 f"(over {ADMISSION_LATENCY * 1000:.0f} ms)"
             )
-        if reason is not None:
-            self._behind_at = now
         elif now - self._behind_at < ADMISSION_SETTLE:
             reason = (
-                f"its renewals fell behind {now - self._behind_at:.1f} s ago; it admits again once they "
-                f"have kept up for {ADMISSION_SETTLE:g} s"
+                f"its renewals were slow {now - self._behind_at:.1f} s ago; it admits again once they "
+                f"have been fast for {ADMISSION_SETTLE:g} s"
             )
         elif (waiting := self._queue.waiting(Priority.ACQUISITION)) >= self._queue.limit:
             reason = f"{waiting} acquisitions already wait for a request slot"
