@@ -665,7 +665,7 @@ class KubernetesLeaseStore:
         self._unrenewed: dict[tuple[str, str], float] = {}
         #: Writes that would take a Lease, sent or queued and not answered yet.
         self._acquiring = 0
-        #: When renewals were last seen falling behind (see ADMISSION_SETTLE).
+        #: When admission last saw renewals slow (see ADMISSION_SETTLE).
         self._behind_at = -float("inf")
 
     @classmethod
