@@ -1042,6 +1042,20 @@ def scale_chart(res: dict[str, Any], stamp: str, plt: Any) -> Path | None:
     return path
 
 
+def merged_scale_chart(runs: list[dict[str, Any]]) -> Path | None:
+    """The scale chart of several runs' scale results (later runs win for the same K and implementation)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    merged: dict[str, Any] = {"scale": {}, "scale_client_go": {}}
+    for run in runs:
+        for key in merged:
+            merged[key].update(run.get(key) or {})
+    return scale_chart(merged, f"{time.strftime('%Y%m%d-%H%M%S')}-merged", plt)
+
+
 def machine_info() -> dict[str, str]:
     def run(*cmd: str) -> str:
         try:
@@ -1393,7 +1407,19 @@ def main() -> int:
         nargs="+",
         help="re-render BENCHMARKS.md from results JSON(s) and exit; several are merged into one report",
     )
+    p.add_argument(
+        "--scale-chart",
+        type=Path,
+        nargs="+",
+        metavar="RESULTS",
+        help="draw the scale chart (CPU per renewal, held/K against K) of several runs' scale results and exit; "
+        "a later file's K replaces an earlier one's",
+    )
     args = p.parse_args()
+
+    if args.scale_chart:
+        print(merged_scale_chart([json.loads(f.read_text()) for f in args.scale_chart]))
+        return 0
 
     if args.render:
         merged = merge([json.loads(f.read_text()) for f in args.render])
