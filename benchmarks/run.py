@@ -1042,18 +1042,23 @@ def scale_chart(res: dict[str, Any], stamp: str, plt: Any) -> Path | None:
     return path
 
 
+def merge_scale(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The scale results of several runs in one (a later run wins for the same K and implementation)."""
+    merged: dict[str, Any] = {"scale": {}, "scale_client_go": {}}
+    for run in runs:
+        for key in merged:
+            merged[key].update(run.get(key) or {})
+    return merged
+
+
 def merged_scale_chart(runs: list[dict[str, Any]]) -> Path | None:
-    """The scale chart of several runs' scale results (later runs win for the same K and implementation)."""
+    """The scale chart of several runs' scale results (see merge_scale)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    merged: dict[str, Any] = {"scale": {}, "scale_client_go": {}}
-    for run in runs:
-        for key in merged:
-            merged[key].update(run.get(key) or {})
-    return scale_chart(merged, f"{time.strftime('%Y%m%d-%H%M%S')}-merged", plt)
+    return scale_chart(merge_scale(runs), f"{time.strftime('%Y%m%d-%H%M%S')}-merged", plt)
 
 
 def machine_info() -> dict[str, str]:
