@@ -6,6 +6,7 @@ import importlib.util
 import sys
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import pytest
 
@@ -110,7 +111,7 @@ def test_a_partial_run_writes_its_results_but_leaves_the_report_alone(
 def test_scale_results_of_several_runs_merge_with_the_later_run_winning_for_the_same_k() -> None:
     first = {"scale": {"10": {"cpu_ms_per_renewal": 1.3}, "1000": {"cpu_ms_per_renewal": 1.7}}, "scale_client_go": {}}
     second = {"scale": {"1000": {"cpu_ms_per_renewal": 1.2}}, "scale_client_go": {"1000": {"cpu_ms_per_renewal": 0.4}}}
-    third = {"latency": {}}  # a run without scale results adds nothing
+    third: dict[str, Any] = {"latency": {}}  # a run without scale results adds nothing
     assert run.merge_scale([first, second, third]) == {
         "scale": {"10": {"cpu_ms_per_renewal": 1.3}, "1000": {"cpu_ms_per_renewal": 1.2}},
         "scale_client_go": {"1000": {"cpu_ms_per_renewal": 0.4}},
