@@ -1021,12 +1021,21 @@ def scale_chart(res: dict[str, Any], stamp: str, plt: Any) -> Path | None:
     rows = [(k, impl, r) for k, impl, r in _scale_rows(res) if r.get("cpu_ms_per_renewal")]
     if not rows:
         return None
+    series = {
+        impl: [(k, r["cpu_ms_per_renewal"], r.get("leading_at_end", 0) / k) for k, i, r in rows if i == impl]
+        for impl in sorted({impl for _, impl, _ in rows}, key=_order)
+    }
+    return draw_scale(series, RESULTS / f"{stamp}-scale.png", plt)
+
+
+def draw_scale(series: dict[str, list[tuple[int, float, float]]], path: Path, plt: Any) -> Path:
+    """The scale chart: for each implementation, (K, CPU ms per renewal, held / K) points. Also
+    used by benchmarks/scale_chart.py for the hand-recorded store-performance runs."""
     fig, (cpu, held) = plt.subplots(1, 2, figsize=(11, 4))
-    for impl in sorted({impl for _, impl, _ in rows}, key=_order):
-        points = [(k, r) for k, i, r in rows if i == impl]
-        ks = [k for k, _ in points]
-        cpu.plot(ks, [r["cpu_ms_per_renewal"] for _, r in points], marker="o", label=impl)
-        held.plot(ks, [r.get("leading_at_end", 0) / k for k, r in points], marker="o", label=impl)
+    for impl, points in series.items():
+        ks = [k for k, _, _ in points]
+        cpu.plot(ks, [c for _, c, _ in points], marker="o", label=impl)
+        held.plot(ks, [h for _, _, h in points], marker="o", label=impl)
     for axis, title in ((cpu, "CPU ms per renewal"), (held, "leases held / K (end of window)")):
         axis.set_xscale("log")
         axis.set_xlabel("K leases in one process (retry_period 2 s)")
@@ -1036,7 +1045,6 @@ def scale_chart(res: dict[str, Any], stamp: str, plt: Any) -> Path | None:
     cpu.set_ylim(bottom=0)
     held.set_ylim(0, 1.05)
     fig.tight_layout()
-    path = RESULTS / f"{stamp}-scale.png"
     fig.savefig(path, dpi=90)
     plt.close(fig)
     return path

@@ -18,23 +18,19 @@ def main(path: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import run  # benchmarks/run.py, next to this file
+
     rows = json.loads(path.read_text())["scale"]
-    fig, (cpu, held) = plt.subplots(1, 2, figsize=(11, 4))
-    for impl in sorted({r["impl"] for r in rows}):
-        points = sorted((r["k"], r) for r in rows if r["impl"] == impl and r.get("max_in_flight", 64) in (32, 64))
-        ks = [k for k, _ in points]
-        cpu.plot(ks, [r["cpu_ms_per_renewal"] for _, r in points], marker="o", label=impl)
-        held.plot(ks, [r["held"] / r["k"] for _, r in points], marker="o", label=impl)
-    for axis, title in ((cpu, "CPU ms per renewal"), (held, "leases held / K")):
-        axis.set_xscale("log")
-        axis.set_xlabel("K leases in one process (retry_period 2 s)")
-        axis.set_title(title)
-        axis.grid(True, alpha=0.3)
-        axis.legend()
-    held.set_ylim(0, 1.05)
-    out = path.with_suffix(".png")
-    fig.tight_layout()
-    fig.savefig(out, dpi=100)
+    series = {
+        impl: sorted(
+            (r["k"], r["cpu_ms_per_renewal"], r["held"] / r["k"])
+            for r in rows
+            if r["impl"] == impl and r.get("max_in_flight", 64) in (32, 64)
+        )
+        for impl in sorted({r["impl"] for r in rows})
+    }
+    out: Path = run.draw_scale(series, path.with_suffix(".png"), plt)
     return out
 
 
